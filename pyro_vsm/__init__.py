@@ -1,0 +1,7 @@
+"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
+
+from .infer import JointFisherLoss, M1Loss, NonFiniteLossError, ScoreObjectiveError
+
+__version__ = "0.1.0"
+
+__all__ = ["JointFisherLoss", "M1Loss", "NonFiniteLossError", "ScoreObjectiveError", "__version__"]

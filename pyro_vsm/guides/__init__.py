@@ -1,0 +1,5 @@
+"""Ready-made amortized guides."""
+
+from .encoder import DiagonalNormalEncoder
+
+__all__ = ["DiagonalNormalEncoder"]

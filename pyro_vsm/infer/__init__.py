@@ -1,0 +1,19 @@
+"""Losses that plug into :class:`pyro.infer.SVI`, and the score plumbing behind them."""
+
+from .base import ScoreLoss
+from .joint_fisher import JointFisherLoss
+from .m1 import M1Loss
+from .schedule import AlternatingSchedule
+from .scores import score_and_laplacian
+from .tracing import NonFiniteLossError, ScoreObjectiveError, trace_scores
+
+__all__ = [
+    "AlternatingSchedule",
+    "JointFisherLoss",
+    "M1Loss",
+    "NonFiniteLossError",
+    "ScoreLoss",
+    "ScoreObjectiveError",
+    "score_and_laplacian",
+    "trace_scores",
+]

@@ -1,0 +1,87 @@
+"""Linear-Gaussian VAEs: exact scores, Fisher divergences and M1 values for tests."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+
+class LinearGaussian:
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, γI); guide q(z|x) = N(Ax + c, diag(s²)).
+
+    With ``learnable=True`` the decoder (W, b, log γ) and encoder (A, c, log s) are pyro params named
+    ``dec_*`` and ``enc_*``.
+    """
+
+    def __init__(self, dx=3, dz=2, seed=0, learnable=False, dtype=torch.float64, device="cpu"):
+        g = torch.Generator().manual_seed(seed)
+        kw = dict(dtype=dtype)
+        self.W = (torch.randn(dx, dz, generator=g, **kw) * 0.8).to(device)
+        self.b = (torch.randn(dx, generator=g, **kw) * 0.3).to(device)
+        self.gamma = torch.tensor(0.4, **kw).to(device)
+        self.A = (torch.randn(dz, dx, generator=g, **kw) * 0.4).to(device)
+        self.c = (torch.randn(dz, generator=g, **kw) * 0.1).to(device)
+        self.s = (0.3 + torch.rand(dz, generator=g, **kw)).to(device)
+        self.dx, self.dz, self.learnable = dx, dz, learnable
+
+    def params(self):
+        if not self.learnable:
+            return self.W, self.b, self.gamma, self.A, self.c, self.s
+        return (
+            pyro.param("dec_W", self.W.clone()),
+            pyro.param("dec_b", self.b.clone()),
+            pyro.param("dec_log_gamma", self.gamma.log()).exp(),
+            pyro.param("enc_A", self.A.clone()),
+            pyro.param("enc_c", self.c.clone()),
+            pyro.param("enc_log_s", self.s.log()).exp(),
+        )
+
+    def model(self, x):
+        W, b, gamma, *_ = self.params()
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(b[: self.dz]), 1.0).expand([self.dz]).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + b, gamma.sqrt()).to_event(1), obs=x)
+
+    def guide(self, x):
+        *_, A, c, s = self.params()
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
+
+    def sample_data(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.dz, generator=g, dtype=self.W.dtype).to(self.W.device)
+        eps = torch.randn(n, self.dx, generator=g, dtype=self.W.dtype).to(self.W.device)
+        return z @ self.W.T + self.b + self.gamma.sqrt() * eps
+
+    # ---- closed forms, per data point (shape [N]) ----
+    def m1(self, x):
+        W, b, gamma, A, c, s = self.W, self.b, self.gamma, self.A, self.c, self.s
+        m = x @ A.T + c
+        S = torch.diag(s**2)
+        resid = ((x - m @ W.T - b) ** 2).sum(-1)
+        tr = torch.trace(W @ S @ W.T)
+        guide_term = 0.5 * torch.trace(A.T @ torch.diag(s**-2) @ A)
+        return (resid + tr) / (2 * gamma**2) - self.dx / gamma + guide_term
+
+    def posterior(self, x):
+        W, b, gamma = self.W, self.b, self.gamma
+        P = torch.eye(self.dz, dtype=W.dtype) + W.T @ W / gamma
+        mu = torch.linalg.solve(P, ((x - b) @ W).T / gamma).T
+        return mu, P
+
+    def posterior_fisher(self, x):
+        mu, P = self.posterior(x)
+        m = x @ self.A.T + self.c
+        mean_term = (((m - mu) @ P.T) ** 2).sum(-1)
+        half = torch.diag(self.s)
+        cov_term = ((P @ half - torch.diag(1 / self.s)) ** 2).sum()
+        return 0.5 * (mean_term + cov_term)
+
+    def log_marginal(self, x):
+        cov = self.W @ self.W.T + self.gamma * torch.eye(self.dx, dtype=self.W.dtype)
+        return dist.MultivariateNormal(self.b, cov).log_prob(x)
+
+
+def repeated_mean(fn, repeats):
+    """Mean and standard error of ``repeats`` independent evaluations of ``fn()``."""
+    vals = torch.tensor([float(fn()) for _ in range(repeats)], dtype=torch.float64)
+    return vals.mean().item(), (vals.std() / repeats**0.5).item()
