@@ -23,26 +23,35 @@ class LinearGaussian:
         self.s = (0.3 + torch.rand(dz, generator=g, **kw)).to(device)
         self.dx, self.dz, self.learnable = dx, dz, learnable
 
-    def params(self):
+    def decoder_params(self):
         if not self.learnable:
-            return self.W, self.b, self.gamma, self.A, self.c, self.s
+            return self.W, self.b, self.gamma
         return (
             pyro.param("dec_W", self.W.clone()),
             pyro.param("dec_b", self.b.clone()),
             pyro.param("dec_log_gamma", self.gamma.log()).exp(),
+        )
+
+    def encoder_params(self):
+        if not self.learnable:
+            return self.A, self.c, self.s
+        return (
             pyro.param("enc_A", self.A.clone()),
             pyro.param("enc_c", self.c.clone()),
             pyro.param("enc_log_s", self.s.log()).exp(),
         )
 
+    def params(self):
+        return self.decoder_params() + self.encoder_params()
+
     def model(self, x):
-        W, b, gamma, *_ = self.params()
+        W, b, gamma = self.decoder_params()
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(torch.zeros_like(b[: self.dz]), 1.0).expand([self.dz]).to_event(1))
             pyro.sample("x", dist.Normal(z @ W.T + b, gamma.sqrt()).to_event(1), obs=x)
 
     def guide(self, x):
-        *_, A, c, s = self.params()
+        A, c, s = self.encoder_params()
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
 

@@ -47,12 +47,19 @@ class AlternatingSchedule:
 
 
 def trace_params(*traces):
-    """``{name: unconstrained leaf tensor}`` of the param sites recorded in ``traces``."""
+    """``{name: tensor}`` of the param sites recorded in ``traces``.
+
+    The tensor is the unconstrained leaf that Pyro's param store optimises; with
+    ``module_local_params=True`` (the :class:`~pyro.infer.elbo.ELBOModule` path) it is the value the
+    site returned, through which autograd still reaches the module's parameter.
+    """
     params = {}
     for trace in traces:
         for name, site in trace.nodes.items():
             if site["type"] == "param" and name not in params:
-                params[name] = site["value"].unconstrained()
+                value = site["value"]
+                unconstrained = getattr(value, "unconstrained", None)
+                params[name] = unconstrained() if callable(unconstrained) else value
     return params
 
 
