@@ -433,7 +433,10 @@ def _guide_x_scores(
         log_qs = [tr.nodes[n]["fn"].log_prob(tr.nodes[n]["value"]) for n in names]
         total = _particle_sums(log_qs, S, max_plate_nesting)
         keys = list(leaves)
-        grads = _per_particle_grad(total, [leaves[k] for k in keys], S, create_graph)
+        if torch.is_tensor(total) and total.requires_grad:
+            grads = _per_particle_grad(total, [leaves[k] for k in keys], S, create_graph)
+        else:  # q(z|x) does not depend on the data at all
+            grads = [None] * len(keys)
     grads = dict(zip(keys, grads))
     for obs in result.observed:
         key, relation = relations[obs.name]
