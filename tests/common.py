@@ -47,7 +47,9 @@ class LinearGaussian:
     def model(self, x):
         W, b, gamma = self.decoder_params()
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(b[: self.dz]), 1.0).expand([self.dz]).to_event(1))
+            z = pyro.sample(
+                "z", dist.Normal(torch.zeros_like(b[: self.dz]), 1.0).expand([self.dz]).to_event(1)
+            )
             pyro.sample("x", dist.Normal(z @ W.T + b, gamma.sqrt()).to_event(1), obs=x)
 
     def guide(self, x):

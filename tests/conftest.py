@@ -1,6 +1,5 @@
 import pyro
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)

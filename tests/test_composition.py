@@ -55,7 +55,9 @@ LOSSES = {
     "trace_elbo": lambda: Trace_ELBO(),
     "m1_kl": lambda: M1Loss(inference="kl", guide_steps=1),
     "m1_fisher": lambda: M1Loss(inference="fisher", guide_steps=2, num_particles=2),
-    "m1_fisher_reparam": lambda: M1Loss(inference="fisher-reparam", num_particles=2, vectorize_particles=True),
+    "m1_fisher_reparam": lambda: M1Loss(
+        inference="fisher-reparam", num_particles=2, vectorize_particles=True
+    ),
     "joint_fisher": lambda: JointFisherLoss(num_particles=2, vectorize_particles=True),
 }
 

@@ -11,7 +11,6 @@ so SVI's optimizer steps those and nothing else.
 
 import pyro
 import torch
-
 from pyro import poutine
 
 PHASES = ("guide", "model")
@@ -71,9 +70,7 @@ def split_params(model_traces, guide_traces):
     parameters only the guide reads.
     """
     model_params = trace_params(*model_traces)
-    guide_params = {
-        k: v for k, v in trace_params(*guide_traces).items() if k not in model_params
-    }
+    guide_params = {k: v for k, v in trace_params(*guide_traces).items() if k not in model_params}
     return model_params, guide_params
 
 
@@ -105,7 +102,7 @@ def routed(value, surrogate, params):
     if not params or not surrogate.requires_grad:
         return value.detach()
     grads = torch.autograd.grad(surrogate, params, allow_unused=True)
-    proxy = sum((p * g).sum() for p, g in zip(params, grads) if g is not None)
+    proxy = sum((p * g).sum() for p, g in zip(params, grads, strict=True) if g is not None)
     if not torch.is_tensor(proxy):
         return value.detach()
     return value.detach() + proxy - proxy.detach()

@@ -87,7 +87,9 @@ def closed_form_score_and_laplacian(fn, value):
         loc, scale = params
         precision = scale.pow(-2)
         score = (loc - value) * precision
-        lap = -_sum_event(precision.expand(torch.broadcast_shapes(precision.shape, full)), event_dim)
+        lap = -_sum_event(
+            precision.expand(torch.broadcast_shapes(precision.shape, full)), event_dim
+        )
         return score.expand(full), lap.expand(fn.batch_shape)
     loc, scale_tril = params
     diff = (value - loc).unsqueeze(-1)

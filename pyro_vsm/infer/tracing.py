@@ -19,7 +19,6 @@ observed site subsamples (``data.index_select(dim, ind)`` with the plate's indic
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from pyro import poutine
@@ -57,9 +56,9 @@ class ObservedScores:
     scale: object
     mask: object
     event_dim: int
-    score_p: Optional[torch.Tensor] = None  # ∇ₓ log p(x|z), batch + event shape
-    laplacian: Optional[torch.Tensor] = None  # Δₓ log p(x|z), batch shape
-    score_q: Optional[torch.Tensor] = None  # ∇ₓ log q(z|x) at fixed z, batch + event shape
+    score_p: torch.Tensor | None = None  # ∇ₓ log p(x|z), batch + event shape
+    laplacian: torch.Tensor | None = None  # Δₓ log p(x|z), batch shape
+    score_q: torch.Tensor | None = None  # ∇ₓ log q(z|x) at fixed z, batch + event shape
 
     def weight(self, term):
         """Applies the site's plate-subsampling scale and mask to a per-element term."""
@@ -75,8 +74,8 @@ class LatentScores:
     scale: object
     mask: object
     event_dim: int
-    score_q: Optional[torch.Tensor] = None  # ∇_z log q(z|x)
-    score_p: Optional[torch.Tensor] = None  # ∇_z log p(x, z)
+    score_q: torch.Tensor | None = None  # ∇_z log q(z|x)
+    score_p: torch.Tensor | None = None  # ∇_z log p(x, z)
 
     def weight(self, term):
         return scale_and_mask(term, self.scale, self.mask)
@@ -177,9 +176,7 @@ def _per_particle_grad(output, inputs, num_vectorized, create_graph):
             allow_unused=True,
         )
     else:
-        grads = torch.autograd.grad(
-            output, inputs, create_graph=create_graph, allow_unused=True
-        )
+        grads = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
     return grads
 
 
@@ -296,7 +293,9 @@ def trace_scores(
     with torch.set_grad_enabled(guide_needs_graph and torch.is_grad_enabled()):
         full_guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     names = _latent_names(full_guide_trace)
-    _check_latents(full_guide_trace, names, require_reparam and not detach, need_z_scores, loss_name)
+    _check_latents(
+        full_guide_trace, names, require_reparam and not detach, need_z_scores, loss_name
+    )
     subsamples = {
         name: site["value"]
         for name, site in full_guide_trace.nodes.items()
@@ -437,12 +436,14 @@ def _guide_x_scores(
             grads = _per_particle_grad(total, [leaves[k] for k in keys], S, create_graph)
         else:  # q(z|x) does not depend on the data at all
             grads = [None] * len(keys)
-    grads = dict(zip(keys, grads))
+    grads = dict(zip(keys, grads, strict=True))
     for obs in result.observed:
         key, relation = relations[obs.name]
         g = grads[key]
         if g is None:  # the guide does not look at this data: its x-score is zero
-            obs.score_q = torch.zeros_like(obs.value).expand(obs.fn.batch_shape + obs.fn.event_shape)
+            obs.score_q = torch.zeros_like(obs.value).expand(
+                obs.fn.batch_shape + obs.fn.event_shape
+            )
             continue
         if relation is not None:
             dim, plate = relation
@@ -459,7 +460,17 @@ def _guide_x_scores(
 
 
 def _z_scores(
-    guide, args, kwargs, replay_trace, model_trace, guide_trace, names, values, detach, create_graph, result
+    guide,
+    args,
+    kwargs,
+    replay_trace,
+    model_trace,
+    guide_trace,
+    names,
+    values,
+    detach,
+    create_graph,
+    result,
 ):
     inputs = [values[n] for n in names]
     with torch.enable_grad():
@@ -475,12 +486,12 @@ def _z_scores(
         else:
             q_sites = [guide_trace.nodes[n] for n in names]
         log_q = 0.0
-        for n, site in zip(names, q_sites):
+        for n, site in zip(names, q_sites, strict=True):
             lq = site["fn"].log_prob(values[n])
             log_q = log_q + scale_and_mask(lq, site["scale"], site["mask"]).sum()
         grads_p = torch.autograd.grad(log_p, inputs, create_graph=create_graph, allow_unused=True)
         grads_q = torch.autograd.grad(log_q, inputs, create_graph=create_graph, allow_unused=True)
-    for n, v, gp, gq in zip(names, inputs, grads_p, grads_q):
+    for n, v, gp, gq in zip(names, inputs, grads_p, grads_q, strict=True):
         site = guide_trace.nodes[n]
         scale = site["scale"]
         gp = torch.zeros_like(v) if gp is None else gp

@@ -48,7 +48,9 @@ class GaussianVAE(PyroModule):
             )
         else:
             if not float(gamma) > 0:
-                raise ValueError(f"gamma must be 'scalar', 'diagonal' or a positive number, got {gamma!r}")
+                raise ValueError(
+                    f"gamma must be 'scalar', 'diagonal' or a positive number, got {gamma!r}"
+                )
             self.register_buffer("_fixed_gamma", torch.tensor(float(gamma)))
             self.gamma = None
 
@@ -60,7 +62,9 @@ class GaussianVAE(PyroModule):
     @classmethod
     def conv(cls, latent_dim, channels=1, width=64, **kwargs):
         """A VAE for ``channels × 32 × 32`` images with a DCGAN-style decoder."""
-        return cls(ConvDecoder(latent_dim, channels, width), latent_dim, (channels, 32, 32), **kwargs)
+        return cls(
+            ConvDecoder(latent_dim, channels, width), latent_dim, (channels, 32, 32), **kwargs
+        )
 
     def variance(self):
         """The observation variance ``γ`` (scalar or per dimension)."""
@@ -70,11 +74,7 @@ class GaussianVAE(PyroModule):
         gamma = self.variance()
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         with data_plate(x, num_data):
-            z = pyro.sample(
-                "z", dist.Normal(zero, 1.0).expand([self.latent_dim]).to_event(1)
-            )
+            z = pyro.sample("z", dist.Normal(zero, 1.0).expand([self.latent_dim]).to_event(1))
             loc = self.decoder(z)
             scale = gamma.to(loc).sqrt().expand(loc.shape)
-            return pyro.sample(
-                "x", dist.Normal(loc, scale).to_event(len(self.obs_shape)), obs=x
-            )
+            return pyro.sample("x", dist.Normal(loc, scale).to_event(len(self.obs_shape)), obs=x)

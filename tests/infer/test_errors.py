@@ -49,7 +49,10 @@ def _normal_model(x):
         pyro.sample("obs", dist.Normal(z, 1.0), obs=x)
 
 
-@pytest.mark.parametrize("make_loss", [lambda: M1Loss(inference="kl"), lambda: M1Loss(inference="fisher-reparam"), JointFisherLoss])
+@pytest.mark.parametrize(
+    "make_loss",
+    [lambda: M1Loss(inference="kl"), lambda: M1Loss(inference="fisher-reparam"), JointFisherLoss],
+)
 def test_non_reparametrisable_guide(make_loss):
     def guide(x):
         loc = pyro.param("loc", torch.tensor(0.0))
@@ -140,12 +143,15 @@ def test_guide_that_ignores_the_data_has_zero_data_score():
     assert value == value
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(inference="elbo"), "inference"),
-    (dict(guide_steps=-1), "guide_steps"),
-    (dict(num_particles=0), "num_particles"),
-    (dict(laplacian="fast"), "laplacian"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(inference="elbo"), "inference"),
+        (dict(guide_steps=-1), "guide_steps"),
+        (dict(num_particles=0), "num_particles"),
+        (dict(laplacian="fast"), "laplacian"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         M1Loss(**kwargs)

@@ -39,7 +39,9 @@ def expected(inference):
 @pytest.mark.parametrize("inference", ["kl", "fisher", "fisher-reparam"])
 def test_guide_gradient_matches_appendix_a51(inference):
     x = torch.tensor(X0, dtype=D)
-    loss = M1Loss(inference=inference, num_particles=20000, vectorize_particles=True, max_plate_nesting=0)
+    loss = M1Loss(
+        inference=inference, num_particles=20000, vectorize_particles=True, max_plate_nesting=0
+    )
     draws = []
     for _ in range(20):
         pyro.get_param_store().clear()
@@ -47,7 +49,9 @@ def test_guide_gradient_matches_appendix_a51(inference):
         loss.schedule.step = 0  # a guide step each time
         loss.loss_and_grads(model, guide, x)
         draws.append(
-            torch.stack([pyro.param("m1").unconstrained().grad, pyro.param("s1").unconstrained().grad])
+            torch.stack(
+                [pyro.param("m1").unconstrained().grad, pyro.param("s1").unconstrained().grad]
+            )
         )
     draws = torch.stack(draws)
     mean, se = draws.mean(0), draws.std(0) / len(draws) ** 0.5

@@ -41,8 +41,13 @@ def closed_form_jfd(theta, phi, c):
 
 def minimise(fn, init):
     p = torch.tensor(init, dtype=D, requires_grad=True)
-    opt = torch.optim.LBFGS([p], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [p],
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -85,7 +90,9 @@ def test_closed_form_matches_estimator_value():
     loss = JointFisherLoss(num_particles=200, vectorize_particles=True)
     values = torch.tensor([loss.loss(model, guide, x) for _ in range(20)], dtype=D)
     # the estimator drops the data-only constant ½E‖∇ log π‖² = 1/(2c) per point
-    exact = (closed_form_jfd(torch.tensor(1.7, dtype=D), torch.tensor(0.4, dtype=D), c) - 0.5 / c) * 500
+    exact = (
+        closed_form_jfd(torch.tensor(1.7, dtype=D), torch.tensor(0.4, dtype=D), c) - 0.5 / c
+    ) * 500
     se = values.std() / 20**0.5
     assert abs(values.mean() - exact) < 4 * se + 1e-8, (values.mean(), exact, se)
 

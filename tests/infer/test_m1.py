@@ -52,7 +52,9 @@ def test_proposition_3_1_optimal_gamma():
     W, b, A, c, s = lg.W, lg.b, lg.A, lg.c, lg.s
 
     def model(x):
-        gamma = pyro.param("gamma", torch.tensor(1.0, dtype=D), constraint=dist.constraints.positive)
+        gamma = pyro.param(
+            "gamma", torch.tensor(1.0, dtype=D), constraint=dist.constraints.positive
+        )
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=D), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(z @ W.T + b, gamma.sqrt()).to_event(1), obs=x)
@@ -64,11 +66,18 @@ def test_proposition_3_1_optimal_gamma():
     loss = M1Loss(guide_steps=0, num_particles=200, vectorize_particles=True)
     pyro.param("gamma", torch.tensor(0.8, dtype=D), constraint=dist.constraints.positive)
     mean, se = repeated_mean(lambda: loss.loss(model, lg.guide, x), 20)
-    exact = (l_kl / (2 * 0.64) - 3 / 0.8).sum() + 0.5 * torch.trace(A.T @ torch.diag(s**-2) @ A) * 64
+    exact = (l_kl / (2 * 0.64) - 3 / 0.8).sum() + 0.5 * torch.trace(
+        A.T @ torch.diag(s**-2) @ A
+    ) * 64
     assert abs(mean - exact.item()) < 4 * se + 1e-8
     # training γ alone (J = 0: the guide is frozen) lands on γ*
     pyro.clear_param_store()
-    svi = SVI(model, lg.guide, Adam({"lr": 0.02}), loss=M1Loss(guide_steps=0, num_particles=64, vectorize_particles=True))
+    svi = SVI(
+        model,
+        lg.guide,
+        Adam({"lr": 0.02}),
+        loss=M1Loss(guide_steps=0, num_particles=64, vectorize_particles=True),
+    )
     for _ in range(800):
         svi.step(x)
     gamma = pyro.param("gamma").item()
@@ -124,7 +133,10 @@ def test_gradient_routing(inference, optim):
 def test_elbo_module_routes_gradients_per_phase():
     with pyro.settings.context(module_local_params=True):
         torch.manual_seed(0)
-        model, guide = GaussianVAE.mlp(2, 2, hidden=(8,)), DiagonalNormalEncoder.mlp(2, 2, hidden=(8,))
+        model, guide = (
+            GaussianVAE.mlp(2, 2, hidden=(8,)),
+            DiagonalNormalEncoder.mlp(2, 2, hidden=(8,)),
+        )
         x = torch.randn(32, 2)
         module = M1Loss(guide_steps=1)(model, guide)
         module(x)  # creates the parameters
@@ -149,7 +161,10 @@ def test_elbo_module_routes_gradients_per_phase():
 
 def test_jointfisher_elbo_module_is_differentiable():
     with pyro.settings.context(module_local_params=True):
-        model, guide = GaussianVAE.mlp(2, 2, hidden=(8,)), DiagonalNormalEncoder.mlp(2, 2, hidden=(8,))
+        model, guide = (
+            GaussianVAE.mlp(2, 2, hidden=(8,)),
+            DiagonalNormalEncoder.mlp(2, 2, hidden=(8,)),
+        )
         x = torch.randn(16, 2)
         module = JointFisherLoss(num_particles=2)(model, guide)
         module(x).backward()

@@ -53,7 +53,9 @@ def test_expanded_normal_broadcasts_parameters():
 
 
 def test_multivariate_normal_closed_form_matches_autograd():
-    L = torch.tril(torch.randn(2, 3, 3, dtype=D), -1) + torch.diag_embed(torch.rand(2, 3, dtype=D) + 1)
+    L = torch.tril(torch.randn(2, 3, 3, dtype=D), -1) + torch.diag_embed(
+        torch.rand(2, 3, dtype=D) + 1
+    )
     loc = torch.randn(2, 3, dtype=D)
     fn = dist.MultivariateNormal(loc, scale_tril=L)
     x = torch.randn(4, 2, 3, dtype=D)
@@ -181,8 +183,15 @@ def test_trace_scores_under_subsampled_plate():
             pyro.sample("z", dist.Normal(xb @ lg.A.T + lg.c, lg.s).to_event(1))
 
     st = trace_scores(
-        model, guide, (data,), {}, latent_mode="detach", need_x_scores=True,
-        need_laplacian=True, need_guide_x_scores=True, max_plate_nesting=1,
+        model,
+        guide,
+        (data,),
+        {},
+        latent_mode="detach",
+        need_x_scores=True,
+        need_laplacian=True,
+        need_guide_x_scores=True,
+        max_plate_nesting=1,
     )
     obs = st.observed[0]
     xb, z = obs.value, st.latents[0].value if st.latents else None

@@ -14,7 +14,9 @@ def test_mlp_vae_gamma_options(gamma):
     model = GaussianVAE.mlp(3, 2, gamma=gamma, gamma_init=0.5)
     guide = DiagonalNormalEncoder.mlp(3, 2)
     x = torch.randn(8, 3)
-    tr = pyro.poutine.trace(pyro.poutine.replay(model, pyro.poutine.trace(guide).get_trace(x))).get_trace(x)
+    tr = pyro.poutine.trace(
+        pyro.poutine.replay(model, pyro.poutine.trace(guide).get_trace(x))
+    ).get_trace(x)
     scale = tr.nodes["x"]["fn"].base_dist.scale
     expected = 0.3**0.5 if gamma == 0.3 else 0.5**0.5
     assert torch.allclose(scale, torch.full_like(scale, expected))
@@ -27,7 +29,9 @@ def test_conv_vae_shapes_and_step(loss):
     model = GaussianVAE.conv(4, channels=1, width=4)
     guide = DiagonalNormalEncoder.conv(4, channels=1, width=4)
     x = torch.randn(3, 1, 32, 32)
-    svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=loss(num_particles=2, vectorize_particles=True))
+    svi = SVI(
+        model, guide, Adam({"lr": 1e-3}), loss=loss(num_particles=2, vectorize_particles=True)
+    )
     values = [svi.step(x) for _ in range(3)]
     assert all(isinstance(v, float) and abs(v) < float("inf") for v in values)
     tr = pyro.poutine.trace(guide).get_trace(x)
@@ -43,5 +47,8 @@ def test_minibatch_scaling_matches_full_batch_expectation():
     x = torch.randn(40, 2)
     loss = M1Loss(num_particles=200, vectorize_particles=True)
     full = loss.loss(model, guide, x)
-    scaled = loss.loss(model, guide, x[:20], num_data=40) / 2 + loss.loss(model, guide, x[20:], num_data=40) / 2
+    scaled = (
+        loss.loss(model, guide, x[:20], num_data=40) / 2
+        + loss.loss(model, guide, x[20:], num_data=40) / 2
+    )
     assert scaled == pytest.approx(full, rel=0.02)
