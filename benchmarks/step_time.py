@@ -80,7 +80,7 @@ def main(argv=None):
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor(),
+        else f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "setting": {

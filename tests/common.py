@@ -12,12 +12,13 @@ class LinearGaussian:
     ``dec_*`` and ``enc_*``.
     """
 
-    def __init__(self, dx=3, dz=2, seed=0, learnable=False, dtype=torch.float64, device="cpu"):
+    def __init__(self, dx=3, dz=2, seed=0, learnable=False, dtype=torch.float64, device=None):
+        device = torch.get_default_device() if device is None else device
         g = torch.Generator().manual_seed(seed)
-        kw = dict(dtype=dtype)
+        kw = dict(dtype=dtype, device="cpu")
         self.W = (torch.randn(dx, dz, generator=g, **kw) * 0.8).to(device)
         self.b = (torch.randn(dx, generator=g, **kw) * 0.3).to(device)
-        self.gamma = torch.tensor(0.4, **kw).to(device)
+        self.gamma = torch.tensor(0.4, dtype=dtype).to(device)
         self.A = (torch.randn(dz, dx, generator=g, **kw) * 0.4).to(device)
         self.c = (torch.randn(dz, generator=g, **kw) * 0.1).to(device)
         self.s = (0.3 + torch.rand(dz, generator=g, **kw)).to(device)
@@ -59,8 +60,9 @@ class LinearGaussian:
 
     def sample_data(self, n, seed=1):
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.dz, generator=g, dtype=self.W.dtype).to(self.W.device)
-        eps = torch.randn(n, self.dx, generator=g, dtype=self.W.dtype).to(self.W.device)
+        kw = dict(generator=g, dtype=self.W.dtype, device="cpu")
+        z = torch.randn(n, self.dz, **kw).to(self.W.device)
+        eps = torch.randn(n, self.dx, **kw).to(self.W.device)
         return z @ self.W.T + self.b + self.gamma.sqrt() * eps
 
     # ---- closed forms, per data point (shape [N]) ----
@@ -75,7 +77,7 @@ class LinearGaussian:
 
     def posterior(self, x):
         W, b, gamma = self.W, self.b, self.gamma
-        P = torch.eye(self.dz, dtype=W.dtype) + W.T @ W / gamma
+        P = torch.eye(self.dz, dtype=W.dtype, device=W.device) + W.T @ W / gamma
         mu = torch.linalg.solve(P, ((x - b) @ W).T / gamma).T
         return mu, P
 
@@ -88,7 +90,9 @@ class LinearGaussian:
         return 0.5 * (mean_term + cov_term)
 
     def log_marginal(self, x):
-        cov = self.W @ self.W.T + self.gamma * torch.eye(self.dx, dtype=self.W.dtype)
+        cov = self.W @ self.W.T + self.gamma * torch.eye(
+            self.dx, dtype=self.W.dtype, device=self.W.device
+        )
         return dist.MultivariateNormal(self.b, cov).log_prob(x)
 
 

@@ -155,4 +155,4 @@ class M1Loss(ScoreLoss):
         """One update of the schedule for plain torch optimizers (see the class docstring)."""
         _, total, _, params = self._phase_objective(model, guide, args, kwargs)
         self.schedule.advance()
-        return routed(total, total, params.values())
+        return routed(total, params.values())

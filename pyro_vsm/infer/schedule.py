@@ -13,8 +13,6 @@ import pyro
 import torch
 from pyro import poutine
 
-PHASES = ("guide", "model")
-
 
 class AlternatingSchedule:
     """``guide_steps`` guide-only updates followed by one model update, repeated.
@@ -92,17 +90,17 @@ def backward_into(surrogate, params, retain_graph=None):
         surrogate.backward(inputs=inputs, retain_graph=retain_graph)
 
 
-def routed(value, surrogate, params):
-    """A tensor equal to ``value`` whose gradient is ``d surrogate / d params`` and nothing else.
+def routed(surrogate, params):
+    """A tensor equal to ``surrogate`` whose gradient reaches ``params`` and nothing else.
 
     Used by ``differentiable_loss`` of alternating losses: a plain torch optimizer then sees
     ``grad is None`` on every parameter outside ``params``.
     """
     params = [p for p in params if p.requires_grad]
     if not params or not surrogate.requires_grad:
-        return value.detach()
+        return surrogate.detach()
     grads = torch.autograd.grad(surrogate, params, allow_unused=True)
     proxy = sum((p * g).sum() for p, g in zip(params, grads, strict=True) if g is not None)
     if not torch.is_tensor(proxy):
-        return value.detach()
-    return value.detach() + proxy - proxy.detach()
+        return surrogate.detach()
+    return surrogate.detach() + proxy - proxy.detach()

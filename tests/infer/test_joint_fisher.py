@@ -61,8 +61,9 @@ def minimise(fn, init):
 
 def data(n=4000):
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(n, generator=g, dtype=D)
-    return THETA_STAR * z + GAMMA**0.5 * torch.randn(n, generator=g, dtype=D)
+    z = torch.randn(n, generator=g, dtype=D, device="cpu")
+    e = torch.randn(n, generator=g, dtype=D, device="cpu")
+    return (THETA_STAR * z + GAMMA**0.5 * e).to(torch.get_default_device())
 
 
 def train(loss, x, steps=1500):

@@ -170,3 +170,18 @@ def test_jointfisher_elbo_module_is_differentiable():
         module(x).backward()
         assert all(p.grad is not None for p in model.parameters())
         assert all(p.grad is not None for p in guide.parameters())
+
+
+def test_schedule_state_round_trip():
+    loss = M1Loss(guide_steps=3)
+    for _ in range(5):
+        loss.schedule.advance()
+    other = M1Loss(guide_steps=1)
+    other.schedule.load_state_dict(loss.schedule.state_dict())
+    assert other.guide_steps == 3 and other.schedule.step == 5
+    phases = []
+    for _ in range(4):
+        phases.append(other.phase)
+        other.schedule.advance()
+    # steps 5..8 of the cycle guide, guide, guide, model
+    assert phases == ["guide", "guide", "model", "guide"]
