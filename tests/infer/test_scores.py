@@ -194,7 +194,7 @@ def test_trace_scores_under_subsampled_plate():
         max_plate_nesting=1,
     )
     obs = st.observed[0]
-    xb, z = obs.value, st.latents[0].value if st.latents else None
+    xb = obs.value
     z = st.guide_trace.nodes["z"]["value"]
     m = xb @ lg.A.T + lg.c
     assert obs.score_q.shape == (6, 3)
