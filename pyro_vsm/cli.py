@@ -23,27 +23,16 @@ from .guides import DiagonalNormalEncoder
 from .infer import JointFisherLoss, M1Loss
 from .models import GaussianVAE
 
+
+def _particles(a):
+    return dict(num_particles=a.particles, vectorize_particles=True, max_plate_nesting=1)
+
+
 OBJECTIVES = {
-    "elbo": lambda a: Trace_ELBO(
-        num_particles=a.particles, vectorize_particles=True, max_plate_nesting=1
-    ),
-    "m1-kl": lambda a: M1Loss(
-        "kl",
-        a.guide_steps,
-        num_particles=a.particles,
-        vectorize_particles=True,
-        max_plate_nesting=1,
-    ),
-    "m1-fisher": lambda a: M1Loss(
-        "fisher",
-        a.guide_steps,
-        num_particles=a.particles,
-        vectorize_particles=True,
-        max_plate_nesting=1,
-    ),
-    "joint-fisher": lambda a: JointFisherLoss(
-        num_particles=a.particles, vectorize_particles=True, max_plate_nesting=1
-    ),
+    "elbo": lambda a: Trace_ELBO(**_particles(a)),
+    "m1-kl": lambda a: M1Loss("kl", a.guide_steps, **_particles(a)),
+    "m1-fisher": lambda a: M1Loss("fisher", a.guide_steps, **_particles(a)),
+    "joint-fisher": lambda a: JointFisherLoss(**_particles(a)),
 }
 
 
