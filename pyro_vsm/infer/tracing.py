@@ -330,9 +330,12 @@ def trace_scores(
             )
     model_trace = prune_subsample_sites(full_model_trace)
     guide_trace = prune_subsample_sites(full_guide_trace)
-    with torch.enable_grad():
-        model_trace.compute_log_prob()
-        guide_trace.compute_log_prob()
+    # site log-densities feed the KL objective, ∇_z log p(x, z) and Pyro's shape validation;
+    # a model step at detached z needs none of them
+    if validate or not detach or need_z_scores:
+        with torch.enable_grad():
+            model_trace.compute_log_prob()
+            guide_trace.compute_log_prob()
     if validate:
         for site in list(model_trace.nodes.values()) + list(guide_trace.nodes.values()):
             if site["type"] == "sample":
@@ -381,19 +384,7 @@ def trace_scores(
         )
 
     if need_z_scores:
-        _z_scores(
-            guide,
-            args,
-            kwargs,
-            replay_trace,
-            model_trace,
-            guide_trace,
-            names,
-            values,
-            detach,
-            create_graph,
-            result,
-        )
+        _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, result)
     return result
 
 
@@ -459,19 +450,10 @@ def _guide_x_scores(
         obs.score_q = g.expand(torch.broadcast_shapes(g.shape, full))
 
 
-def _z_scores(
-    guide,
-    args,
-    kwargs,
-    replay_trace,
-    model_trace,
-    guide_trace,
-    names,
-    values,
-    detach,
-    create_graph,
-    result,
-):
+def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, result):
+    """Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
+    model_trace, guide_trace = result.model_trace, result.guide_trace
+    names = list(values)
     inputs = [values[n] for n in names]
     with torch.enable_grad():
         log_p = 0.0
