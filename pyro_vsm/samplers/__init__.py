@@ -1,0 +1,5 @@
+"""Batched MCMC samplers."""
+
+from .hmc import BatchedHMC
+
+__all__ = ["BatchedHMC"]
