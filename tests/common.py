@@ -58,6 +58,12 @@ class LinearGaussian:
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
 
+    def exact_guide(self, x):
+        """The exact posterior p(z|x) as a guide."""
+        mu, P = self.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(mu, precision_matrix=P))
+
     def sample_data(self, n, seed=1):
         g = torch.Generator().manual_seed(seed)
         kw = dict(generator=g, dtype=self.W.dtype, device="cpu")
@@ -89,11 +95,22 @@ class LinearGaussian:
         cov_term = ((P @ half - torch.diag(1 / self.s)) ** 2).sum()
         return 0.5 * (mean_term + cov_term)
 
+    def marginal_cov(self):
+        eye = torch.eye(self.dx, dtype=self.W.dtype, device=self.W.device)
+        return self.W @ self.W.T + self.gamma * eye
+
     def log_marginal(self, x):
-        cov = self.W @ self.W.T + self.gamma * torch.eye(
-            self.dx, dtype=self.W.dtype, device=self.W.device
-        )
-        return dist.MultivariateNormal(self.b, cov).log_prob(x)
+        return dist.MultivariateNormal(self.b, self.marginal_cov()).log_prob(x)
+
+    def score_matching_loss(self, x):
+        """Hyvärinen's J(x) = ½‖∇ log p(x)‖² + Δ log p(x) of the marginal N(b, WWᵀ + γI)."""
+        prec = torch.linalg.inv(self.marginal_cov())
+        score = -(x - self.b) @ prec
+        return 0.5 * (score**2).sum(-1) - torch.trace(prec)
+
+    def reconstruction_mse(self, x):
+        m = x @ self.A.T + self.c
+        return ((x - m @ self.W.T - self.b) ** 2).mean(-1)
 
 
 def repeated_mean(fn, repeats):
