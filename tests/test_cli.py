@@ -44,14 +44,27 @@ def test_unknown_dataset_is_a_clear_error(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_benchmark_smoke(tmp_path):
+def _load_benchmark(name):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
-    spec = importlib.util.spec_from_file_location("step_time", path)
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_smoke(tmp_path):
+    mod = _load_benchmark("step_time")
     result = mod.main(["--smoke", "--device", "cpu", "--out", str(tmp_path / "b.json")])
     assert result["ratio_to_trace_elbo"]["Trace_ELBO"] == 1.0
     assert json.loads((tmp_path / "b.json").read_text())["setting"]["batch"] == 128
+
+
+def test_evaluation_benchmark_smoke(tmp_path):
+    mod = _load_benchmark("evaluation")
+    result = mod.main(["--smoke", "--device", "cpu", "--out", str(tmp_path / "e.json")])
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert [r["num_temperatures"] for r in saved["ais_from_prior"]] == [3, 6]
+    assert [r["num_samples"] for r in result["importance_sampling"]] == [10, 50]
