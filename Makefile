@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/step_time.py
+	$(VENV)/bin/python benchmarks/evaluation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,7 +16,7 @@ def test_worked_example_runs(capsys):
     code = _block("## Worked example").replace("range(2000)", "range(20)")
     exec(compile(code, "README-worked-example", "exec"), {})
     out = capsys.readouterr().out
-    assert "M1:" in out and "-ELBO:" in out
+    assert "M1:" in out and "-ELBO:" in out and "IS  log p(x):" in out and "AIS log p(x):" in out
 
 
 def test_quickstart_has_exactly_two_commands():

@@ -290,3 +290,26 @@ def test_errors_name_the_site_or_argument():
         importance_log_likelihood(lg.model, lg.guide, x, num_samples=0)
     with pytest.raises(ValueError, match="data_plate='pixels'"):
         importance_log_likelihood(lg.model, lg.guide, x, data_plate="pixels")
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_estimators_follow_the_data_dtype_and_device(dtype, device):
+    pyro.set_rng_seed(0)
+    lg = LinearGaussian(dx=3, dz=2, dtype=dtype, device=device)
+    x = lg.sample_data(4)
+    exact = lg.log_marginal(x)
+    est, diag = importance_log_likelihood(
+        lg.model, lg.exact_guide, x, num_samples=4, return_diagnostics=True
+    )
+    assert est.dtype == dtype and est.device == x.device and diag.khat.device == x.device
+    torch.testing.assert_close(est, exact, atol=1e-4, rtol=0)
+    est, diag = ais_log_likelihood(
+        lg.model, x, num_temperatures=300, num_chains=32, return_diagnostics=True
+    )
+    assert est.dtype == dtype and est.device == x.device
+    assert diag.step_size.device == x.device
+    assert (est - exact).abs().mean() < 0.1
