@@ -81,6 +81,23 @@ class LinearGaussian:
         guide_term = 0.5 * torch.trace(A.T @ torch.diag(s**-2) @ A)
         return (resid + tr) / (2 * gamma**2) - self.dx / gamma + guide_term
 
+    def m2(self, x):
+        """Eq. 13 with the guide N(Ax + c, diag s²): (½‖r‖² + tr WSWᵀ)/γ² − d/γ, r = x − Wm − b."""
+        m = x @ self.A.T + self.c
+        r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
+        tr = torch.trace(self.W @ torch.diag(self.s**2) @ self.W.T)
+        return (0.5 * r2 + tr) / self.gamma**2 - self.dx / self.gamma
+
+    def m3(self, x):
+        """Eq. 15 with the guide N(Ax + c, diag s²): tr(AW)/γ − d/γ + ½‖r‖²/γ²."""
+        m = x @ self.A.T + self.c
+        r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
+        return (
+            torch.trace(self.A @ self.W) / self.gamma
+            - self.dx / self.gamma
+            + 0.5 * r2 / self.gamma**2
+        )
+
     def posterior(self, x):
         W, b, gamma = self.W, self.b, self.gamma
         P = torch.eye(self.dz, dtype=W.dtype, device=W.device) + W.T @ W / gamma

@@ -3,6 +3,7 @@
 from .base import ScoreLoss
 from .joint_fisher import JointFisherLoss
 from .m1 import M1Loss
+from .marginal import M2Loss, M3Loss
 from .schedule import AlternatingSchedule
 from .scores import score_and_laplacian
 from .tracing import NonFiniteLossError, ScoreObjectiveError, trace_scores
@@ -11,6 +12,8 @@ __all__ = [
     "AlternatingSchedule",
     "JointFisherLoss",
     "M1Loss",
+    "M2Loss",
+    "M3Loss",
     "NonFiniteLossError",
     "ScoreLoss",
     "ScoreObjectiveError",

@@ -99,6 +99,19 @@ class M1Loss(ScoreLoss):
         )
         return total, sites, guide_params
 
+    # hooks of the learning objective, shared with the M2/M3 losses -------------------------
+    def _learning_trace_options(self, full):
+        """``trace_scores`` options the learning objective needs (``full``: the value of
+        :meth:`loss`, including terms that only depend on the guide)."""
+        return dict(need_x_scores=True, need_laplacian=True, need_guide_x_scores=full)
+
+    #: latent values on model steps: the guide does not depend on the model, so z is detached
+    _learning_latent_mode = "detach"
+
+    def _learning_terms(self, traces, full):
+        """``(total, per-site terms)`` of the learning objective over the particles."""
+        return self._average(m1_terms(st, include_guide_term=full) for st in traces)
+
     def _model_step(self, model, guide, args, kwargs):
         traces = list(
             self._score_traces(
@@ -106,12 +119,12 @@ class M1Loss(ScoreLoss):
                 guide,
                 args,
                 kwargs,
-                latent_mode="detach",
-                need_x_scores=True,
-                need_laplacian=True,
+                latent_mode=self._learning_latent_mode,
+                require_reparam=self._learning_latent_mode == "reparam",
+                **self._learning_trace_options(False),
             )
         )
-        total, sites = self._average(m1_terms(st, include_guide_term=False) for st in traces)
+        total, sites = self._learning_terms(traces, False)
         model_params, _ = split_params(
             [st.model_trace for st in traces], [st.guide_trace for st in traces]
         )
@@ -128,18 +141,18 @@ class M1Loss(ScoreLoss):
     def loss(self, model, guide, *args, **kwargs):
         """The M1 estimate (eq. 8) for the current parameters, as a float. Takes no step."""
         with torch.enable_grad():
-            traces = self._score_traces(
-                model,
-                guide,
-                args,
-                kwargs,
-                latent_mode="detach",
-                need_x_scores=True,
-                need_laplacian=True,
-                need_guide_x_scores=True,
-                create_graph=False,
+            traces = list(
+                self._score_traces(
+                    model,
+                    guide,
+                    args,
+                    kwargs,
+                    latent_mode="detach",
+                    create_graph=False,
+                    **self._learning_trace_options(True),
+                )
             )
-            total, _ = self._average(m1_terms(st) for st in traces)
+            total, _ = self._learning_terms(traces, True)
         return total.detach().item()
 
     def loss_and_grads(self, model, guide, *args, **kwargs):

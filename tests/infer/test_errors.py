@@ -7,13 +7,22 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_vsm import JointFisherLoss, M1Loss, NonFiniteLossError, ScoreObjectiveError
+from pyro_vsm import (
+    JointFisherLoss,
+    M1Loss,
+    M2Loss,
+    M3Loss,
+    NonFiniteLossError,
+    ScoreObjectiveError,
+)
 from tests.common import LinearGaussian
 
 SCORE_LOSSES = [
     lambda: M1Loss(guide_steps=0),
     lambda: M1Loss(inference="fisher"),
     lambda: JointFisherLoss(),
+    lambda: M2Loss(num_particles=2),
+    lambda: M3Loss(num_particles=2, bilevel_steps=1),
 ]
 
 
