@@ -13,6 +13,7 @@
 from .ais import ais_log_likelihood, annealing_schedule, log_partition
 from .arviz import to_arviz
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
+from .henze_zirkler import henze_zirkler
 from .importance import importance_log_likelihood, psis_khat
 from .metrics import (
     elbo_surgery,
@@ -31,6 +32,7 @@ __all__ = [
     "ais_log_likelihood",
     "annealing_schedule",
     "elbo_surgery",
+    "henze_zirkler",
     "importance_log_likelihood",
     "log_partition",
     "low_posterior_samples",
