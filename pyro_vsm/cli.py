@@ -2,38 +2,19 @@
 
 ``pyro-vsm compare`` trains a Gaussian VAE on a built-in 2-D data set with ``Trace_ELBO`` and with
 ``M1Loss`` (and any other objective named with ``--losses``) and prints a comparison on held-out
-data: the log-likelihood by importance sampling with the guide as proposal, the negative ELBO, the
-M1 score-matching objective and the learned observation variance.
+data: the log-likelihood by importance sampling with the guide as proposal (and the share of points
+whose Pareto k-hat flags it), the negative ELBO, Hyvarinen's score-matching loss of the model's
+marginal and the learned observation variance.
 """
 
 import argparse
 import json
 import sys
-import time
 
-import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import Adam
-from tqdm.auto import tqdm
 
 from .datasets import DATASETS_2D, make_2d
-from .evaluation import importance_log_likelihood, negative_elbo
-from .guides import DiagonalNormalEncoder
-from .infer import JointFisherLoss, M1Loss
-from .models import GaussianVAE
-
-
-def _particles(a):
-    return dict(num_particles=a.particles, vectorize_particles=True, max_plate_nesting=1)
-
-
-OBJECTIVES = {
-    "elbo": lambda a: Trace_ELBO(**_particles(a)),
-    "m1-kl": lambda a: M1Loss("kl", a.guide_steps, **_particles(a)),
-    "m1-fisher": lambda a: M1Loss("fisher", a.guide_steps, **_particles(a)),
-    "joint-fisher": lambda a: JointFisherLoss(**_particles(a)),
-}
+from .experiments import OBJECTIVE_NAMES, evaluate_vae, make_objective, train_vae
 
 
 def _device(name):
@@ -42,51 +23,28 @@ def _device(name):
     return torch.device(name)
 
 
-def train_and_evaluate(name, args, x_train, x_test, device):
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    model = GaussianVAE.mlp(2, args.latent_dim, hidden=args.hidden).to(device)
-    guide = DiagonalNormalEncoder.mlp(2, args.latent_dim, hidden=args.hidden).to(device)
-    loss = OBJECTIVES[name](args)
-    svi = SVI(model, guide, Adam({"lr": args.lr}), loss=loss)
-    n = x_train.shape[0]
-    start = time.perf_counter()
-    bar = tqdm(range(args.steps), desc=name, disable=args.quiet, leave=False, file=sys.stderr)
-    for _ in bar:
-        idx = torch.randint(n, (args.batch_size,), device=device)
-        svi.step(x_train[idx], num_data=n)
-    seconds = time.perf_counter() - start
-    log_px, diag = importance_log_likelihood(
-        model,
-        guide,
-        x_test,
-        num_samples=args.eval_samples,
-        return_diagnostics=True,
-        progress=False,
+def train_and_evaluate(name, args, x_train, x_test):
+    loss = make_objective(name, particles=args.particles, guide_steps=args.guide_steps)
+    model, guide, seconds = train_vae(
+        loss,
+        x_train,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=tuple(args.hidden),
+        latent_dim=args.latent_dim,
+        seed=args.seed,
+        progress=not args.quiet,
+        desc=name,
     )
-    nll = -log_px.mean().item()
-    neg_elbo = negative_elbo(model, guide, x_test, num_samples=64).mean().item()
-    m = x_test.shape[0]
-    m1 = (
-        M1Loss(num_particles=64, vectorize_particles=True, max_plate_nesting=1).loss(
-            model, guide, x_test
-        )
-        / m
-    )
-    return {
-        "objective": name,
-        "test_nll": nll,
-        "test_neg_elbo": neg_elbo,
-        "test_m1": m1,
-        "khat_above_0.7": (diag.khat > 0.7).double().mean().item(),
-        "gamma": model.variance().mean().item(),
-        "train_seconds": seconds,
-    }
+    row = {"objective": name, "train_seconds": seconds}
+    row.update(evaluate_vae(model, guide, x_test, eval_samples=args.eval_samples))
+    return row
 
 
 def format_table(rows):
     header = (
-        f"{'objective':<14}{'test NLL (IS)':>15}{'k>0.7':>7}{'test -ELBO':>13}{'test M1':>12}"
+        f"{'objective':<14}{'test NLL (IS)':>15}{'k>0.7':>7}{'test -ELBO':>13}{'test SM':>12}"
         f"{'gamma':>10}{'time (s)':>10}"
     )
     lines = [header, "-" * len(header)]
@@ -94,7 +52,7 @@ def format_table(rows):
         lines.append(
             f"{r['objective']:<14}{r['test_nll']:>15.3f}{r['khat_above_0.7']:>7.0%}"
             f"{r['test_neg_elbo']:>13.3f}"
-            f"{r['test_m1']:>12.3f}{r['gamma']:>10.4f}{r['train_seconds']:>10.1f}"
+            f"{r['test_score_matching']:>12.3f}{r['gamma']:>10.4f}{r['train_seconds']:>10.1f}"
         )
     return "\n".join(lines)
 
@@ -107,10 +65,11 @@ def compare(args):
         f"dataset {args.dataset}: {args.num_data} train / {args.num_test} test points, device {device}, "
         f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}"
     )
-    rows = [train_and_evaluate(name, args, x_train, x_test, device) for name in args.losses]
+    rows = [train_and_evaluate(name, args, x_train, x_test) for name in args.losses]
     print(format_table(rows))
     print(
-        "NLL, -ELBO and M1 are per test point (nats; lower is better). NLL uses "
+        "NLL, -ELBO and SM (Hyvarinen's score-matching loss of p(x)) are per test point "
+        "(lower is better). NLL uses "
         f"{args.eval_samples} importance samples from the guide; k>0.7 is the share of test points "
         "whose Pareto k-hat says that estimate is unreliable."
     )
@@ -131,7 +90,7 @@ def build_parser():
         "--losses",
         nargs="+",
         default=["elbo", "m1-kl"],
-        choices=sorted(OBJECTIVES),
+        choices=OBJECTIVE_NAMES,
         help="objectives to compare",
     )
     p.add_argument("--num-data", type=int, default=2000, help="training points")
@@ -143,7 +102,7 @@ def build_parser():
     p.add_argument("--hidden", type=int, nargs="+", default=[30, 30], help="hidden layer widths")
     p.add_argument("--particles", type=int, default=1, help="guide samples per data point")
     p.add_argument(
-        "--guide-steps", type=int, default=1, help="J: guide updates per model update (M1)"
+        "--guide-steps", type=int, default=1, help="J: guide updates per model update (M1-M3)"
     )
     p.add_argument(
         "--eval-samples", type=int, default=1000, help="importance samples per test point"
