@@ -11,7 +11,7 @@ of its marginal (self-normalised posterior expectations). Writes ``results.json`
 The paper's claims to check: ELBO ≈ KL-M1, both better than M2 and M3; Fisher inference slightly
 worse than KL inference.
 
-    python examples/compare_objectives.py [--datasets banana rings] [--seeds 3] [--steps 4000]
+    python examples/compare_objectives.py [--datasets mixture star] [--seeds 3] [--steps 4000]
     python examples/compare_objectives.py --smoke      # a few seconds, for the test suite
 """
 

@@ -1,0 +1,27 @@
+"""Every script in examples/ runs in smoke mode (as Pyro's tests/test_examples.py does)."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+EXAMPLES_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+# (script, extra arguments); every example must be listed here
+EXAMPLES = [
+    ("compare_objectives.py", []),
+]
+
+
+def test_every_example_is_listed():
+    on_disk = sorted(p.name for p in EXAMPLES_DIR.glob("*.py"))
+    assert on_disk == sorted(name for name, _ in EXAMPLES), "list new examples in EXAMPLES"
+
+
+@pytest.mark.parametrize("name,extra", EXAMPLES, ids=[n for n, _ in EXAMPLES])
+def test_example_smoke(name, extra, tmp_path):
+    spec = importlib.util.spec_from_file_location(name[:-3], EXAMPLES_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--smoke", "--out", str(tmp_path), *extra])
+    assert any(tmp_path.iterdir()), f"{name} wrote nothing to --out"
