@@ -146,7 +146,7 @@ def figure(summary, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--datasets", nargs="+", default=["banana", "rings"], choices=sorted(DATASETS_2D)
+        "--datasets", nargs="+", default=["mixture", "star"], choices=sorted(DATASETS_2D)
     )
     p.add_argument("--seeds", type=int, default=3, help="independent initialisations per setting")
     p.add_argument("--steps", type=int, default=4000, help="svi.step calls (guide + model updates)")
