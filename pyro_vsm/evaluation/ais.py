@@ -337,6 +337,8 @@ def log_partition(
     The remaining arguments are those of :func:`ais_log_likelihood`. An AIS estimate of
     :math:`\\log Z` is a stochastic lower bound (its exponential is unbiased), so likelihoods
     computed with it, :math:`\\log p = -E - \\log\\hat Z`, are optimistic.
+    The AIS estimate is not differentiable in the energy's parameters (they are kept out of
+    autograd during the run); the exact value, where available, is.
     """
     if method not in ("auto", "exact", "ais"):
         raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
@@ -378,18 +380,30 @@ def log_partition(
             )
         return log_base, -e[:, None]
 
-    betas = _betas(num_temperatures, schedule, like)
-    log_w, acc, step = run_ais(
-        {"z": init},
-        joint_fn,
-        betas,
-        num_leapfrog=num_leapfrog,
-        step_size=step_size,
-        target_accept=target_accept,
-        adapt_rate=adapt_rate,
-        progress=progress,
-        desc="AIS log Z",
+    # the chains need gradients in z only: keep autograd from tracking the energy's parameters
+    frozen = (
+        [p for p in energy.parameters() if p.requires_grad]
+        if isinstance(energy, torch.nn.Module)
+        else []
     )
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        betas = _betas(num_temperatures, schedule, like)
+        log_w, acc, step = run_ais(
+            {"z": init},
+            joint_fn,
+            betas,
+            num_leapfrog=num_leapfrog,
+            step_size=step_size,
+            target_accept=target_accept,
+            adapt_rate=adapt_rate,
+            progress=progress,
+            desc="AIS log Z",
+        )
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     log_w = log_w[:, 0]
     value = log_mean_exp(log_w, 0)
     if not return_diagnostics:

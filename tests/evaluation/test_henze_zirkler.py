@@ -60,16 +60,6 @@ def _ref_pvalue(hz, n, p):
     return stats.lognorm.sf(hz, s=sigma, scale=scale), mu, var
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny torch ops in a loop: intra-op threads only add overhead (and on a loaded machine
-    a lot of it), so run single-threaded and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _samples(kind, n, p, seed):
     rng = np.random.default_rng(seed)
     if kind == "normal":
@@ -115,7 +105,7 @@ def test_pvalue_matches_scipy_lognormal(p, n):
         assert henze_zirkler_null_moments(n, p) == pytest.approx((mu, var), rel=1e-12)
 
 
-def test_null_moments_and_calibration(one_thread):
+def test_null_moments_and_calibration():
     # Under normality the simulated mean/variance of HZ match the published null moments and the
     # lognormal p-value rejects at about the nominal rate (400 replicates: the standard error of
     # the mean is 0.010, of the 5% rejection rate 0.011).
@@ -209,7 +199,7 @@ def test_gradcheck(p):
     assert torch.autograd.gradcheck(lambda c: henze_zirkler(c, return_pvalue=True)[1], (x,))
 
 
-def test_descent_makes_codes_more_normal(one_thread):
+def test_descent_makes_codes_more_normal():
     # the LiBI use: gradient steps on the penalty move uniform codes towards normality
     x = torch.tensor(_samples("uniform", 200, 2, 9), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([x], lr=0.02)

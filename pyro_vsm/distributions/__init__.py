@@ -1,0 +1,19 @@
+"""Distributions for energy-based priors.
+
+* :class:`EnergyDistribution`: an unnormalized :math:`e^{-E(z)}` (optionally times a normalised
+  base density) usable as a Pyro sample site (``is_normalized = False``);
+* energies (``torch.nn.Module``, ``(..., d) -> (...)``, with ``event_shape``):
+  :class:`GRBMEnergy` (exact ``log_partition()`` for few hidden units), :class:`MLPEnergy`,
+  :class:`QuadraticFormEnergy`, :class:`TiltedGaussianEnergy`.
+"""
+
+from .energies import GRBMEnergy, MLPEnergy, QuadraticFormEnergy, TiltedGaussianEnergy
+from .energy import EnergyDistribution
+
+__all__ = [
+    "EnergyDistribution",
+    "GRBMEnergy",
+    "MLPEnergy",
+    "QuadraticFormEnergy",
+    "TiltedGaussianEnergy",
+]
