@@ -13,6 +13,7 @@
 from .ais import ais_log_likelihood, annealing_schedule, log_partition
 from .arviz import to_arviz
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
+from .energy_prior import energy_prior_log_likelihood
 from .henze_zirkler import henze_zirkler
 from .importance import importance_log_likelihood, psis_khat
 from .metrics import (
@@ -32,6 +33,7 @@ __all__ = [
     "ais_log_likelihood",
     "annealing_schedule",
     "elbo_surgery",
+    "energy_prior_log_likelihood",
     "henze_zirkler",
     "importance_log_likelihood",
     "log_partition",
