@@ -23,8 +23,11 @@ import statistics
 
 import torch
 
+from pyro_vsm import NonFiniteLossError
 from pyro_vsm.datasets import DATASETS_2D, make_2d
 from pyro_vsm.experiments import evaluate_vae, make_objective, train_vae
+
+METRICS = ("test_nll", "test_score_matching", "khat_above_0.7", "test_neg_elbo", "gamma")
 
 
 def configurations(guide_steps, bilevel_steps):
@@ -41,6 +44,30 @@ def configurations(guide_steps, bilevel_steps):
     return out
 
 
+def one_run(args, dataset, label, name, j, k, seed, x_train, x_test):
+    """Trains and evaluates one setting; a run that diverges is recorded with NaN metrics."""
+    row = {"dataset": dataset, "objective": label, "J": j, "K": k, "seed": seed}
+    loss = make_objective(name, particles=args.particles, guide_steps=j, bilevel_steps=k)
+    try:
+        model, guide, seconds = train_vae(
+            loss,
+            x_train,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            hidden=(30, 30),
+            seed=seed,
+            progress=args.progress,
+            desc=f"{dataset} {label} seed {seed}",
+        )
+    except NonFiniteLossError as e:  # a diverged run is a result, not a crash
+        row.update({key: math.nan for key in METRICS}, diverged=str(e))
+        return row
+    row.update(evaluate_vae(model, guide, x_test, eval_samples=args.eval_samples))
+    row["train_seconds"] = seconds
+    return row
+
+
 def run(args):
     rows = []
     for dataset in args.datasets:
@@ -48,34 +75,23 @@ def run(args):
         x_test = make_2d(dataset, args.num_test, seed=2000, dtype=torch.float32)
         for label, name, j, k in configurations(args.guide_steps, args.bilevel_steps):
             for seed in range(args.seeds):
-                loss = make_objective(
-                    name, particles=args.particles, guide_steps=j, bilevel_steps=k
-                )
-                model, guide, seconds = train_vae(
-                    loss,
-                    x_train,
-                    steps=args.steps,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    hidden=(30, 30),
-                    seed=seed,
-                    progress=args.progress,
-                    desc=f"{dataset} {label} seed {seed}",
-                )
-                row = {"dataset": dataset, "objective": label, "J": j, "K": k, "seed": seed}
-                row.update(evaluate_vae(model, guide, x_test, eval_samples=args.eval_samples))
-                row["train_seconds"] = seconds
+                row = one_run(args, dataset, label, name, j, k, seed, x_train, x_test)
                 rows.append(row)
-                if not args.quiet:
+                if args.quiet:
+                    continue
+                if "diverged" in row:
+                    print(f"{dataset:<12}{label:<18} seed {seed}: diverged", flush=True)
+                else:
                     print(
                         f"{dataset:<12}{label:<18} seed {seed}: NLL {row['test_nll']:8.3f}  "
-                        f"SM {row['test_score_matching']:9.3f}  ({seconds:.0f} s)",
+                        f"SM {row['test_score_matching']:9.3f}  ({row['train_seconds']:.0f} s)",
                         flush=True,
                     )
     return rows
 
 
 def _mean_sem(values):
+    """Mean and s.e.m. over the runs that did not diverge."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
@@ -92,7 +108,8 @@ def summarise(rows):
     summary = []
     for (dataset, objective), rs in groups.items():
         entry = {"dataset": dataset, "objective": objective, "seeds": len(rs)}
-        for key in ("test_nll", "test_score_matching", "khat_above_0.7", "test_neg_elbo"):
+        entry["diverged"] = sum("diverged" in r for r in rs)
+        for key in METRICS[:4]:
             entry[key], entry[key + "_sem"] = _mean_sem([r[key] for r in rs])
         summary.append(entry)
     return summary
@@ -100,14 +117,15 @@ def summarise(rows):
 
 def markdown(summary):
     lines = [
-        "| data set | objective | test NLL | test SM loss | -ELBO | k̂ > 0.7 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| data set | objective | test NLL | test SM loss | -ELBO | k̂ > 0.7 | diverged |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
         lines.append(
             f"| {s['dataset']} | {s['objective']} | {s['test_nll']:.3f} ± {s['test_nll_sem']:.3f} "
             f"| {s['test_score_matching']:.3f} ± {s['test_score_matching_sem']:.3f} "
-            f"| {s['test_neg_elbo']:.3f} | {s['khat_above_0.7']:.0%} |"
+            f"| {s['test_neg_elbo']:.3f} | {s['khat_above_0.7']:.0%} "
+            f"| {s['diverged']}/{s['seeds']} |"
         )
     return "\n".join(lines)
 

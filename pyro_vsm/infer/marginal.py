@@ -31,7 +31,7 @@ from pyro import poutine
 from .inference import guide_objective_terms, inference_latent_mode
 from .m1 import M1Loss
 from .schedule import split_params
-from .tracing import ScoreObjectiveError
+from .tracing import NonFiniteLossError, ScoreObjectiveError
 
 
 def _sum_event(t, event_dim):
@@ -233,6 +233,13 @@ class M3Loss(M2Loss):
             grads = torch.autograd.grad(
                 total, list(phi.values()), create_graph=True, allow_unused=True
             )
+            # one host sync per inner step: a diverging unrolled update must not reach the guide
+            finite = torch.stack([torch.isfinite(g).all() for g in grads if g is not None])
+            if not bool(finite.all()) or not bool(torch.isfinite(total)):
+                raise NonFiniteLossError(
+                    f"M3Loss: non-finite inference objective or gradient in bi-level inner step "
+                    f"{k} of step {self.schedule.step}; lower bilevel_lr (now {self.bilevel_lr})"
+                )
             phi = {
                 n: p if g is None else p - self.bilevel_lr * g
                 for (n, p), g in zip(phi.items(), grads, strict=True)
