@@ -25,6 +25,8 @@ Learning and inference alternate exactly as in :class:`~pyro_vsm.infer.m1.M1Loss
 inference updates by KL or Fisher divergence, then one model update on the learning objective).
 """
 
+import contextlib
+
 import torch
 from pyro import poutine
 
@@ -195,9 +197,25 @@ class M3Loss(M2Loss):
         return m3_particle_terms(st)
 
     def _model_step(self, model, guide, args, kwargs):
-        if self.bilevel_steps:
-            guide = self._unrolled_guide(model, guide, args, kwargs)
-        return super()._model_step(model, guide, args, kwargs)
+        if not self.bilevel_steps:
+            return super()._model_step(model, guide, args, kwargs)
+        guide = self._unrolled_guide(model, guide, args, kwargs)
+        with self._unrolled_context("the model step"):
+            return super()._model_step(model, guide, args, kwargs)
+
+    @contextlib.contextmanager
+    def _unrolled_context(self, where):
+        """Reports a distribution rejecting unrolled guide parameters as a divergence."""
+        try:
+            yield
+        except ScoreObjectiveError:
+            raise
+        except ValueError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise NonFiniteLossError(
+                f"M3Loss: the unrolled guide parameters left their domain in {where} of step "
+                f"{self.schedule.step} ({first}); lower bilevel_lr (now {self.bilevel_lr})"
+            ) from e
 
     def _inference_objective(self, model, guide, args, kwargs):
         mode = inference_latent_mode(self.inference)
@@ -229,7 +247,8 @@ class M3Loss(M2Loss):
             )
         for k in range(self.bilevel_steps):
             if k:
-                total, _ = self._inference_objective(model, substitute(phi), args, kwargs)
+                with self._unrolled_context(f"bi-level inner step {k}"):
+                    total, _ = self._inference_objective(model, substitute(phi), args, kwargs)
             grads = torch.autograd.grad(
                 total, list(phi.values()), create_graph=True, allow_unused=True
             )

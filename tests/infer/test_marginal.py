@@ -133,3 +133,17 @@ def test_bad_arguments():
         M3Loss(num_particles=2, bilevel_steps=1, bilevel_lr=0.0)
     with pytest.raises(ValueError, match="inference"):
         M3Loss(inference="bogus", num_particles=2)
+
+
+def test_diverging_bilevel_step_raises_before_any_parameter_moves():
+    from pyro_vsm import NonFiniteLossError
+
+    lg = LinearGaussian(learnable=True)
+    lg.params()
+    x = lg.sample_data(8)
+    loss = M3Loss(guide_steps=0, bilevel_steps=3, bilevel_lr=1e12, num_particles=2)
+    svi = SVI(lg.model, lg.guide, Adam({"lr": 0.01}), loss=loss)
+    before = _snapshot("")
+    with pytest.raises(NonFiniteLossError, match="bi-level inner step|left their domain"):
+        svi.step(x)
+    assert _same(before, _snapshot(""))
