@@ -60,7 +60,9 @@ def one_run(args, dataset, label, name, j, k, seed, x_train, x_test):
             progress=args.progress,
             desc=f"{dataset} {label} seed {seed}",
         )
-    except NonFiniteLossError as e:  # a diverged run is a result, not a crash
+    except (NonFiniteLossError, ValueError) as e:
+        # a diverged run is a result, not a crash: non-finite losses, and parameters that drifted
+        # out of their distributions' domain (Pyro's validation) are both recorded with the error
         row.update({key: math.nan for key in METRICS}, diverged=str(e))
         return row
     row.update(evaluate_vae(model, guide, x_test, eval_samples=args.eval_samples))
