@@ -11,6 +11,7 @@ EXAMPLES_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples"
 EXAMPLES = [
     ("compare_objectives.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
+    ("fisher_inference_optima.py", []),
 ]
 
 
