@@ -66,7 +66,14 @@ from pyro.util import check_if_enumerated
 from torch import nn
 
 from .._checks import positive_int
-from .schedule import backward_into, expose_params, hide_params, split_params, trace_params
+from .schedule import (
+    backward_into,
+    expose_params,
+    hide_params,
+    routed,
+    split_params,
+    trace_params,
+)
 from .tracing import NonFiniteLossError
 
 __all__ = [
@@ -295,19 +302,6 @@ def _as_tensor(value, like):
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _routed(surrogate, params):
-    """Like :func:`~pyro_vsm.infer.schedule.routed`, keeping the graph for other groups."""
-    params = [p for p in params if p.requires_grad]
-    if not params or not torch.is_tensor(surrogate) or not surrogate.requires_grad:
-        return surrogate.detach() if torch.is_tensor(surrogate) else surrogate
-    grads = torch.autograd.grad(surrogate, params, allow_unused=True, retain_graph=True)
-    pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
-    if not pairs:
-        return surrogate.detach()
-    proxy = sum((p * g).sum() for p, g in pairs)
-    return surrogate.detach() + proxy - proxy.detach()
-
-
 class _EnergyPriorELBO(ELBO):
     """Shared machinery: particles, the energy sites, the ALB and the parameter groups."""
 
@@ -457,7 +451,9 @@ class _EnergyPriorELBO(ELBO):
         """The loss as a tensor whose gradient reaches each group from its own objective only."""
         with torch.enable_grad():
             objectives = self._objectives(model, guide, args, kwargs, create_graph=True)
-        surrogate = sum(_routed(o.surrogate, o.params.values()) for o in objectives)
+        surrogate = sum(
+            routed(o.surrogate, o.params.values(), retain_graph=True) for o in objectives
+        )
         total = self._total(objectives)
         if torch.is_tensor(surrogate) and surrogate.requires_grad:
             return total + (surrogate - surrogate.detach())

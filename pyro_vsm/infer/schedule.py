@@ -90,16 +90,17 @@ def backward_into(surrogate, params, retain_graph=None):
         surrogate.backward(inputs=inputs, retain_graph=retain_graph)
 
 
-def routed(surrogate, params):
+def routed(surrogate, params, retain_graph=False):
     """A tensor equal to ``surrogate`` whose gradient reaches ``params`` and nothing else.
 
     Used by ``differentiable_loss`` of alternating losses: a plain torch optimizer then sees
-    ``grad is None`` on every parameter outside ``params``.
+    ``grad is None`` on every parameter outside ``params``. ``retain_graph=True`` keeps the graph
+    for further surrogates that share it (one per parameter group).
     """
     params = [p for p in params if p.requires_grad]
     if not params or not surrogate.requires_grad:
         return surrogate.detach()
-    grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+    grads = torch.autograd.grad(surrogate, params, allow_unused=True, retain_graph=retain_graph)
     proxy = sum((p * g).sum() for p, g in zip(params, grads, strict=True) if g is not None)
     if not torch.is_tensor(proxy):
         return surrogate.detach()
