@@ -20,7 +20,15 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from tqdm.auto import tqdm
 
-from .evaluation import importance_log_likelihood, negative_elbo, score_matching_loss
+from .evaluation import (
+    ais_log_likelihood,
+    importance_log_likelihood,
+    marginal_kl,
+    mmd,
+    negative_elbo,
+    reconstruction_mse,
+    score_matching_loss,
+)
 from .guides import DiagonalNormalEncoder
 from .infer import JointFisherLoss, M1Loss, M2Loss, M3Loss
 from .models import GaussianVAE
@@ -65,6 +73,39 @@ def make_objective(name, *, particles=1, guide_steps=1, bilevel_steps=0, max_pla
     return cls(inference=inference, guide_steps=guide_steps, **kw)
 
 
+def build_vae(data_dim, latent_dim=2, hidden=(30, 30), *, dtype=torch.float32, device=None):
+    """A fresh ``GaussianVAE.mlp`` / ``DiagonalNormalEncoder.mlp`` pair."""
+    model = GaussianVAE.mlp(data_dim, latent_dim, hidden=tuple(hidden)).to(
+        device=device, dtype=dtype
+    )
+    guide = DiagonalNormalEncoder.mlp(data_dim, latent_dim, hidden=tuple(hidden)).to(
+        device=device, dtype=dtype
+    )
+    return model, guide
+
+
+def train_steps(
+    svi, x_train, steps, batch_size, *, start=0, progress=False, desc=None, callback=None
+):
+    """``svi.step`` on minibatches drawn with replacement (``num_data`` set for plate scaling).
+
+    ``callback(step)`` runs after every step (``step`` counts from ``start + 1``).
+    """
+    n = x_train.shape[0]
+    for step in tqdm(
+        range(start, steps),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+        initial=start,
+        total=steps,
+    ):
+        idx = torch.randint(n, (batch_size,), device=x_train.device)
+        svi.step(x_train[idx], num_data=n)
+        if callback is not None:
+            callback(step + 1)
+
+
 def train_vae(
     loss,
     x_train,
@@ -78,38 +119,57 @@ def train_vae(
     progress=False,
     desc=None,
 ):
-    """Trains a fresh ``GaussianVAE.mlp``/``DiagonalNormalEncoder.mlp`` pair with ``loss``.
+    """Trains a fresh :func:`build_vae` pair with ``loss`` and Adam.
 
-    Each ``svi.step`` draws a minibatch (with replacement) and passes ``num_data`` so plates
-    scale like the full data set. Returns ``(model, guide, seconds)``.
+    Returns ``(model, guide, seconds)``.
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    device, dim = x_train.device, x_train.shape[-1]
-    model = GaussianVAE.mlp(dim, latent_dim, hidden=hidden).to(device=device, dtype=x_train.dtype)
-    guide = DiagonalNormalEncoder.mlp(dim, latent_dim, hidden=hidden).to(
-        device=device, dtype=x_train.dtype
+    model, guide = build_vae(
+        x_train.shape[-1], latent_dim, hidden, dtype=x_train.dtype, device=x_train.device
     )
     svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
-    n = x_train.shape[0]
     start = time.perf_counter()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        idx = torch.randint(n, (batch_size,), device=device)
-        svi.step(x_train[idx], num_data=n)
+    train_steps(svi, x_train, steps, batch_size, progress=progress, desc=desc)
     return model, guide, time.perf_counter() - start
 
 
-def evaluate_vae(model, guide, x_test, *, eval_samples=1000):
-    """Held-out metrics per test point (means over the test set, nats):
+@torch.no_grad()
+def sample_vae(model, num_samples):
+    """Draws ``x ~ p(x) = ∫ N(x; g(z), γ) N(z; 0, I) dz`` from a :class:`GaussianVAE`."""
+    ref = next(model.parameters())
+    z = torch.randn(num_samples, model.latent_dim, dtype=ref.dtype, device=ref.device)
+    loc = model.decoder(z)
+    return loc + model.variance().sqrt() * torch.randn_like(loc)
+
+
+def evaluate_vae(
+    model,
+    guide,
+    x_test,
+    *,
+    eval_samples=1000,
+    full=False,
+    ais_temperatures=200,
+    ais_chains=8,
+    ais_points=100,
+    kl_points=500,
+):
+    """Held-out metrics, means over the test set:
 
     ``test_nll`` (importance sampling, guide as proposal), ``khat_above_0.7`` (share of test points
     whose PSIS k̂ flags that estimate), ``test_neg_elbo``, ``test_score_matching`` (Hyvärinen's
-    loss of the model's marginal, lower is better) and the learned observation variance ``gamma``.
+    loss of the model's marginal, lower is better) and the learned observation variance
+    ``gamma``. With ``full=True`` also ``test_nll_ais`` (AIS from the prior on the first
+    ``ais_points`` test points, with ``test_nll_is_same_points`` for comparison),
+    ``mmd_to_test`` (unbiased MMD², RBF with median heuristic, between model samples and the test
+    set), ``reconstruction_mse`` and ``marginal_kl`` (aggregate posterior of the first
+    ``kl_points`` test points against the prior).
     """
     log_px, diag = importance_log_likelihood(
         model, guide, x_test, num_samples=eval_samples, return_diagnostics=True, progress=False
     )
-    return {
+    out = {
         "test_nll": -log_px.mean().item(),
         "khat_above_0.7": (diag.khat > 0.7).double().mean().item(),
         "test_neg_elbo": negative_elbo(model, guide, x_test, num_samples=64).mean().item(),
@@ -120,3 +180,15 @@ def evaluate_vae(model, guide, x_test, *, eval_samples=1000):
         .item(),
         "gamma": model.variance().mean().item(),
     }
+    if not full:
+        return out
+    sub = x_test[:ais_points]
+    ais = ais_log_likelihood(
+        model, sub, num_temperatures=ais_temperatures, num_chains=ais_chains, progress=False
+    )
+    out["test_nll_ais"] = -ais.mean().item()
+    out["test_nll_is_same_points"] = -log_px[: sub.shape[0]].mean().item()
+    out["mmd_to_test"] = mmd(sample_vae(model, x_test.shape[0]), x_test).item()
+    out["reconstruction_mse"] = reconstruction_mse(model, guide, x_test).mean().item()
+    out["marginal_kl"] = marginal_kl(model, guide, x_test[:kl_points]).item()
+    return out

@@ -1,47 +1,209 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
-from pyro_vsm.cli import main
+from pyro_vsm.checkpoint import load_checkpoint
+from pyro_vsm.cli import build_parser, main
+from pyro_vsm.datasets.files import load_dataset
+
+SMALL = [
+    "--steps",
+    "6",
+    "--num-data",
+    "64",
+    "--num-test",
+    "24",
+    "--eval-samples",
+    "20",
+    "--ais-temperatures",
+    "4",
+    "--ais-points",
+    "8",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
 
 
 def test_compare_smoke(tmp_path, capsys):
     out = tmp_path / "r.json"
+    losses = ["elbo", "m1-kl", "m1-fisher", "m2-kl", "m3-kl", "joint-fisher"]
+    code = main(
+        ["compare", *SMALL, "--losses", *losses, "--json", str(out), "--out", str(tmp_path / "cmp")]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    for name in losses:
+        assert name in text
+    rows = json.loads(out.read_text())["results"]
+    assert [r["objective"] for r in rows] == losses
+    for r in rows:
+        for key in (
+            "test_nll",
+            "test_nll_ais",
+            "test_score_matching",
+            "mmd_to_test",
+            "reconstruction_mse",
+            "marginal_kl",
+        ):
+            assert abs(r[key]) < 1e6, (r["objective"], key)
+    for name in ("report.json", "report.md", "compare.png"):
+        assert (tmp_path / "cmp" / name).is_file()
+
+
+def test_defaults_are_the_documented_comparison():
+    args = build_parser().parse_args(["compare"])
+    assert args.losses == ["elbo", "m1-kl", "m1-fisher", "m2-kl", "m3-kl", "joint-fisher"]
+    assert args.dataset == "mixture" and args.device == "auto"
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("loss", ["m1-kl", "elbo"])
+def test_resume_gives_the_same_parameters(tmp_path, loss):
+    common = [
+        "--loss",
+        loss,
+        "--num-data",
+        "64",
+        "--num-test",
+        "16",
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "--quiet",
+        "--checkpoint-every",
+        "5",
+    ]
+    assert main(["train", *common, "--steps", "10", "--out", str(tmp_path / "a")]) == 0
+    whole = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt"))
+    assert main(["train", *common, "--steps", "5", "--out", str(tmp_path / "b")]) == 0
+    half = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
+    assert half["step"] == 5
+    assert (
+        main(["train", "--resume", "--steps", "10", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    )
+    resumed = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
+    assert resumed["step"] == whole["step"] == 10
+    for group in ("model", "guide"):
+        for k, v in whole[group].items():
+            assert torch.equal(v, resumed[group][k]), (group, k)
+    if loss == "m1-kl":
+        assert resumed["schedule"] == whole["schedule"]
+
+
+def test_evaluate_a_checkpoint(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--steps",
+                "4",
+                "--num-data",
+                "64",
+                "--num-test",
+                "16",
+                "--batch-size",
+                "16",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "e.json"
     code = main(
         [
-            "compare",
-            "--steps",
-            "20",
-            "--num-data",
-            "100",
-            "--num-test",
-            "50",
+            "evaluate",
+            str(tmp_path / "checkpoint.pt"),
             "--eval-samples",
             "20",
-            "--losses",
-            "elbo",
-            "m1-kl",
-            "m1-fisher",
-            "joint-fisher",
-            "--quiet",
+            "--ais-temperatures",
+            "3",
+            "--ais-points",
+            "4",
             "--json",
             str(out),
         ]
     )
     assert code == 0
-    text = capsys.readouterr().out
-    for name in ["elbo", "m1-kl", "m1-fisher", "joint-fisher"]:
-        assert name in text
-    rows = json.loads(out.read_text())["results"]
-    assert [r["objective"] for r in rows] == ["elbo", "m1-kl", "m1-fisher", "joint-fisher"]
-    assert all(abs(r["test_nll"]) < 1e6 for r in rows)
+    row = json.loads(out.read_text())
+    assert row["step"] == 4 and row["objective"] == "m1-kl" and abs(row["test_nll"]) < 1e6
 
 
-def test_unknown_dataset_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["compare", "--dataset", "nope"])
-    assert e.value.code != 0
-    assert "invalid choice" in capsys.readouterr().err
+def test_user_files(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(50, 3))
+    np.save(tmp_path / "d.npy", data)
+    np.savez(tmp_path / "d.npz", x=data)
+    np.savetxt(tmp_path / "d.csv", data, delimiter=",", header="a,b,c", comments="")
+    for name in ("d.npy", "d.npz", "d.csv"):
+        train, test = load_dataset(str(tmp_path / name), seed=1, dtype=torch.float64)
+        assert train.shape == (40, 3) and test.shape == (10, 3)
+        both = torch.cat([train, test]).numpy()
+        assert np.allclose(np.sort(both, 0), np.sort(data, 0))
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(tmp_path / "d.csv"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--quiet",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["compare", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["compare", "--losses", "elbo", "m9"], "unknown loss 'm9'"),
+        (["train", "--dataset", "missing.npy"], "data file not found: missing.npy"),
+        (["evaluate", "no/such/checkpoint.pt"], "checkpoint not found"),
+        (["train", "--resume", "--out", "no/such/run"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_corrupt_checkpoint_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    assert main(["evaluate", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a readable pyro-vsm checkpoint" in err[0]
+    # a pickled arbitrary object is refused by weights_only loading
+    torch.save({"format": "pyro-vsm-checkpoint", "evil": object()}, bad)
+    assert main(["evaluate", str(bad)]) == 1
+    assert "not a readable pyro-vsm checkpoint" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pyro_vsm", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("compare", "train", "evaluate"):
+        assert command in out
 
 
 def _load_benchmark(name):

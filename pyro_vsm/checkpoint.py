@@ -1,0 +1,79 @@
+"""Training checkpoints: model, guide, optimizer and loss-schedule state, step and RNG state.
+
+Checkpoints are plain dictionaries of tensors and Python scalars written with :func:`torch.save`
+and read with ``torch.load(weights_only=True)``, so loading never unpickles arbitrary objects.
+Resuming from a checkpoint continues exactly where the run stopped: with the same seed, a resumed
+run ends with the same parameters as an uninterrupted one.
+"""
+
+import os
+
+import torch
+
+FORMAT = "pyro-vsm-checkpoint"
+VERSION = 1
+_KEYS = ("config", "step", "model", "guide", "optim", "schedule", "torch_rng")
+
+
+def save_checkpoint(path, *, config, step, model, guide, optim, loss=None):
+    """Writes a checkpoint atomically (a temporary file renamed over ``path``).
+
+    :param dict config: JSON-like run configuration (data set, loss, architecture, optimizer).
+    :param int step: number of ``svi.step`` calls taken.
+    :param model, guide: ``torch.nn.Module`` s (e.g. :class:`~pyro.nn.PyroModule`).
+    :param optim: the :class:`~pyro.optim.PyroOptim` used by SVI.
+    :param loss: the loss; its ``schedule`` state is saved when it has one.
+    """
+    schedule = getattr(loss, "schedule", None)
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": dict(config),
+        "step": int(step),
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optim": optim.get_state(),
+        "schedule": schedule.state_dict() if schedule is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Reads a checkpoint with ``torch.load(weights_only=True)``.
+
+    :raises FileNotFoundError: when ``path`` does not exist.
+    :raises ValueError: when the file is not a readable pyro-vsm checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a torch file
+        raise ValueError(f"{path}: not a readable pyro-vsm checkpoint ({type(e).__name__})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pyro-vsm checkpoint")
+    if state.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')} is not supported")
+    missing = [k for k in _KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def restore(state, *, model, guide, optim, loss=None, rng=True):
+    """Loads a checkpoint's state into freshly built objects (and the RNG, with ``rng=True``)."""
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    optim.set_state(state["optim"])
+    schedule = getattr(loss, "schedule", None)
+    if schedule is not None and state["schedule"] is not None:
+        schedule.load_state_dict(state["schedule"])
+    if rng:
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
