@@ -2,8 +2,11 @@
 
 from .infer import (
     AdversarialPriorLoss,
+    BetaELBO,
     ImportanceWeightedPriorLoss,
     JointFisherLoss,
+    LaggingInferenceELBO,
+    LiBILoss,
     M1Loss,
     M2Loss,
     M3Loss,
@@ -16,8 +19,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdversarialPriorLoss",
+    "BetaELBO",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
+    "LaggingInferenceELBO",
+    "LiBILoss",
     "M1Loss",
     "M2Loss",
     "M3Loss",

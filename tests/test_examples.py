@@ -10,6 +10,7 @@ EXAMPLES_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples"
 # (script, extra arguments); every example must be listed here
 EXAMPLES = [
     ("compare_objectives.py", []),
+    ("libi.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
 ]

@@ -3,6 +3,7 @@
 from .base import ScoreLoss
 from .energy_prior import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from .joint_fisher import JointFisherLoss
+from .libi import BetaELBO, LaggingInferenceELBO, LiBILoss
 from .m1 import M1Loss
 from .marginal import M2Loss, M3Loss
 from .schedule import AlternatingSchedule
@@ -12,8 +13,11 @@ from .tracing import NonFiniteLossError, ScoreObjectiveError, trace_scores
 __all__ = [
     "AdversarialPriorLoss",
     "AlternatingSchedule",
+    "BetaELBO",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
+    "LaggingInferenceELBO",
+    "LiBILoss",
     "M1Loss",
     "M2Loss",
     "M3Loss",
