@@ -175,6 +175,8 @@ def test_user_files(tmp_path):
         (["train", "--dataset", "missing.npy"], "data file not found: missing.npy"),
         (["evaluate", "no/such/checkpoint.pt"], "checkpoint not found"),
         (["train", "--resume", "--out", "no/such/run"], "checkpoint not found"),
+        # torchvision data: a clear line whether torchvision is missing or the files are
+        (["train", "--dataset", "mnist", "--data-root", "no/such/dir"], "mnist"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, capsys):
