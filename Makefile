@@ -9,7 +9,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that no later resolution can pull a CUDA build
 	$(VENV)/bin/pip install --quiet -c constraints.txt torch==2.13.0
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test,plots,arviz,flows]"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test,plots,arviz,flows,digits]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -232,3 +232,28 @@ def test_evaluation_benchmark_smoke(tmp_path):
     saved = json.loads((tmp_path / "e.json").read_text())
     assert [r["num_temperatures"] for r in saved["ais_from_prior"]] == [3, 6]
     assert [r["num_samples"] for r in result["importance_sampling"]] == [10, 50]
+
+
+def test_digits_through_the_command(tmp_path):
+    pytest.importorskip("sklearn")
+    train, test = load_dataset("digits", seed=0)
+    assert (
+        train.shape[1] == test.shape[1] == 64 and 0 <= float(train.min()) < float(train.max()) <= 1
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--steps",
+                "2",
+                "--batch-size",
+                "16",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )

@@ -1,16 +1,21 @@
 """Built-in data sets (no downloads)."""
 
+from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
+from .potentials import POTENTIALS, make_potential
 from .synthetic import DATASETS_2D, make_2d
 
 __all__ = [
     "DATASETS_2D",
     "LIBI_DATASETS",
     "LiBIData",
+    "POTENTIALS",
     "cubic_jte",
     "gaussian",
     "linear_jte",
+    "load_digits",
     "make_2d",
+    "make_potential",
     "mobius",
     "mobius_transform",
 ]
