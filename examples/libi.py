@@ -327,7 +327,7 @@ def evaluate(model, guide, name, splits, args, seed):
             )
             test_ll = log_px.mean().item()
             khat = (diag.khat > 0.7).double().mean().item()
-        except ValueError:  # a diverged model (non-finite parameters)
+        except (ValueError, FloatingPointError):  # a diverged model (non-finite loss or params)
             test_ll, khat = float("nan"), float("nan")
         gen = torch.Generator().manual_seed(seed)
         knn = []

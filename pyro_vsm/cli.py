@@ -76,12 +76,13 @@ def _check_losses(names):
         )
 
 
-def _data(args, device):
+def _data(config, args, device, dataset=None):
+    """``(x_train, x_test)`` of a run configuration (``dataset`` overrides the configured one)."""
     return load_dataset(
-        args.dataset,
-        args.num_data,
-        args.num_test,
-        seed=args.seed,
+        dataset or config["dataset"],
+        config["num_data"],
+        config["num_test"],
+        seed=config["seed"],
         device=device,
         data_root=args.data_root,
         download=args.download,
@@ -227,7 +228,7 @@ def _figure(trained, x_test, path):
 def compare(args):
     _check_losses(args.losses)
     device = _device(args.device)
-    x_train, x_test = _data(args, device)
+    x_train, x_test = _data(vars(args), args, device)
     print(
         f"dataset {args.dataset}: {x_train.shape[0]} train / {x_test.shape[0]} held-out points of "
         f"dimension {x_train.shape[-1]}, device {device}, {args.steps} steps of batch "
@@ -285,15 +286,7 @@ def train(args):
         print(f"resuming {config['loss']} on {config['dataset']} from step {state['step']}")
     else:
         config = _config(args)
-    x_train, _ = load_dataset(
-        config["dataset"],
-        config["num_data"],
-        config["num_test"],
-        seed=config["seed"],
-        device=device,
-        data_root=args.data_root,
-        download=args.download,
-    )
+    x_train, _ = _data(config, args, device)
     pyro.clear_param_store()
     pyro.set_rng_seed(config["seed"])
     model, guide = build_vae(
@@ -338,15 +331,7 @@ def evaluate(args):
     state = load_checkpoint(args.checkpoint)
     config = state["config"]
     dataset = args.dataset or config["dataset"]
-    _, x_test = load_dataset(
-        dataset,
-        config["num_data"],
-        config["num_test"],
-        seed=config["seed"],
-        device=device,
-        data_root=args.data_root,
-        download=args.download,
-    )
+    _, x_test = _data(config, args, device, dataset)
     model, guide = build_vae(
         x_test.shape[-1], config["latent_dim"], config["hidden"], dtype=x_test.dtype, device=device
     )

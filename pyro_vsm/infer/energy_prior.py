@@ -319,6 +319,8 @@ class _EnergyPriorELBO(ELBO):
             vectorize_particles=bool(vectorize_particles),
             retain_graph=retain_graph,
         )
+        #: ``svi.step`` calls taken (reported when a loss is not finite)
+        self.num_steps = 0
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = get_importance_trace(
@@ -404,14 +406,16 @@ class _EnergyPriorELBO(ELBO):
     #: whose eq. 7 gradient is the ALB's plus the self-normalised log Z term's)
     _alb_trains_prior = False
 
-    def _check_finite(self, objectives, where):
-        for o in objectives:
-            v = float(o.value.detach())
+    def _checked_total(self, objectives, where):
+        """The loss as a float, after checking every group's objective (one host sync)."""
+        values = torch.stack([o.value.detach().reshape(()) for o in objectives]).tolist()
+        for o, v in zip(objectives, values, strict=True):
             if not math.isfinite(v):
                 raise NonFiniteLossError(
                     f"{type(self).__name__}: non-finite {o.name} ({v}) at {where}. Check the "
                     "data, the learning rates and the energy's scale."
                 )
+        return sum(v for o, v in zip(objectives, values, strict=True) if o.in_total)
 
     @staticmethod
     def _total(objectives):
@@ -437,7 +441,7 @@ class _EnergyPriorELBO(ELBO):
         """One step: every group gets the gradient of its own objective; returns the loss."""
         with torch.enable_grad(), hide_params():
             objectives = self._objectives(model, guide, args, kwargs, create_graph=True)
-        self._check_finite(objectives, "this step")
+        value = self._checked_total(objectives, f"step {self.num_steps}")
         names = set()
         last = len(objectives) - 1
         for i, o in enumerate(objectives):
@@ -445,7 +449,8 @@ class _EnergyPriorELBO(ELBO):
             backward_into(o.surrogate, o.params.values(), retain_graph=retain)
             names.update(o.params)
         expose_params(sorted(names))
-        return float(self._total(objectives))
+        self.num_steps += 1
+        return value
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The loss as a tensor whose gradient reaches each group from its own objective only."""

@@ -41,6 +41,7 @@ from pyro.poutine.util import site_is_subsample
 from ..evaluation.henze_zirkler import henze_zirkler
 from ..evaluation.importance import importance_log_likelihood
 from .schedule import backward_into, expose_params, hide_params, routed, split_params
+from .tracing import NonFiniteLossError
 
 __all__ = ["BetaELBO", "LaggingInferenceELBO", "LiBILoss"]
 
@@ -552,7 +553,8 @@ class LiBILoss(_RoutedELBO):
     :attr:`round_scores` and :attr:`best_round` record the outcome.
 
     **Values.** ``svi.step`` returns the objective of the update it took: :math:`N` times eq. 44
-    in phase 1 (its parts, per data point, are in :attr:`last_terms`), the negative ELBO in phase
+    in phase 1 (its parts, per data point, are in :attr:`last_terms` as detached scalar tensors),
+    the negative ELBO in phase
     2 and afterwards. :meth:`loss` (``svi.evaluate_loss``) returns the objective of the phase the
     next step takes, without taking a step.
 
@@ -734,19 +736,20 @@ class LiBILoss(_RoutedELBO):
         cov_err = ((cov - eye) ** 2).sum()
         mean_err = (mean**2).sum()
         penalty = torch.zeros((), dtype=codes.dtype, device=codes.device)
-        terms = {"cov_error": _float(cov_err), "mean_error": _float(mean_err)}
+        # diagnostics stay detached tensors: no host sync inside the training step
+        terms = {"cov_error": cov_err.detach(), "mean_error": mean_err.detach()}
         if self.eps_hz > 0:
             hz = henze_zirkler(codes, jitter=self.hz_jitter)
             penalty = penalty + self.eps_hz * _soft_exp(hz, self.max_exponent)
-            terms["hz"] = _float(hz)
+            terms["hz"] = hz.detach()
         if self.eps_sigma is not None:
             penalty = penalty + _soft_exp(cov_err / self.eps_sigma, self.max_exponent)
         if self.eps_mu is not None:
             penalty = penalty + _soft_exp(mean_err / self.eps_mu, self.max_exponent)
         objective = -log_lik + num_data * penalty
-        terms["log_likelihood"] = _float(log_lik) / num_data
-        terms["penalty"] = _float(penalty)
-        terms["objective"] = _float(objective) / num_data
+        terms["log_likelihood"] = log_lik.detach() / num_data
+        terms["penalty"] = penalty.detach()
+        terms["objective"] = objective.detach() / num_data
         return objective, terms, [model_trace], code_traces
 
     def _likelihood_phase(self, model, guide, args, kwargs, need_grads=True):
@@ -856,8 +859,9 @@ class LiBILoss(_RoutedELBO):
             objective, terms, active, grads = self._likelihood_phase(model, guide, args, kwargs)
             value = _float(objective)
             if not math.isfinite(value):
-                raise ValueError(
-                    f"LiBILoss: non-finite phase-1 objective at step {self.step} ({terms})"
+                parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                raise NonFiniteLossError(
+                    f"LiBILoss: non-finite phase-1 objective at step {self.step} ({parts})"
                 )
             for p, g in zip(active.values(), grads, strict=True):
                 p.grad = g.detach() if p.grad is None else p.grad + g.detach()

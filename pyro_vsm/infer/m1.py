@@ -80,7 +80,8 @@ class M1Loss(ScoreLoss):
         return self.schedule.phase
 
     # ----------------------------------------------------------------------------------------
-    def _guide_step(self, model, guide, args, kwargs):
+    def _inference_objective(self, model, guide, args, kwargs):
+        """``(total, per-site terms, traces)`` of the inference objective over the particles."""
         mode = inference_latent_mode(self.inference)
         traces = list(
             self._score_traces(
@@ -94,6 +95,10 @@ class M1Loss(ScoreLoss):
             )
         )
         total, sites = self._average(guide_objective_terms(st, self.inference) for st in traces)
+        return total, sites, traces
+
+    def _guide_step(self, model, guide, args, kwargs):
+        total, sites, traces = self._inference_objective(model, guide, args, kwargs)
         _, guide_params = split_params(
             [st.model_trace for st in traces], [st.guide_trace for st in traces]
         )
