@@ -43,7 +43,7 @@ for ``pyro.module("energy", ...)``)::
 
 ``loss(model, guide)`` gives an :class:`~pyro.infer.elbo.ELBOModule` whose value is the loss
 and whose backward pass puts each group's own gradient on its parameters (one differentiable
-surrogate per group, routed with :func:`~pyro_vsm.infer.schedule.routed`), so a plain torch
+surrogate per group, routed with :func:`~pyro_vsm.infer.grouped.routed`), so a plain torch
 optimizer reproduces ``SVI``.
 
 All values are summed over the data plate (scaled by plate subsampling) and averaged over
@@ -53,28 +53,15 @@ All values are summed over the data plate (scaled by plate subsampling) and aver
 import math
 from dataclasses import dataclass, field
 
-import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer.elbo import ELBO, ELBOModule
-from pyro.infer.enum import get_importance_trace
-from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import is_validation_enabled
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-from pyro.util import check_if_enumerated
 from torch import nn
 
 from .._checks import positive_int
-from .schedule import (
-    backward_into,
-    expose_params,
-    hide_params,
-    routed,
-    split_params,
-    trace_params,
-)
-from .tracing import NonFiniteLossError
+from .elbo_terms import elbo_particle, elbo_site_terms
+from .grouped import GroupedLoss, Objective, split_params, trace_params
 
 __all__ = [
     "AdversarialPriorLoss",
@@ -262,48 +249,14 @@ def energy_sites(model_trace, caller="energy-prior loss"):
 # ----------------------------------------------------------------------------------------------
 # objectives and their routing
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class _Objective:
-    """One group's objective: ``value`` (reported), ``surrogate`` (differentiated), ``params``."""
-
-    name: str
-    value: torch.Tensor
-    surrogate: torch.Tensor
-    params: dict | None = None  # None: the prior group, filled in by the base class
-    in_total: bool = True
-
-
-def _alb_particle(model_trace, guide_trace):
-    """``(ALB, surrogate ALB)`` of one particle, as tensors (Trace_ELBO's estimator, including
-    the score-function terms of non-reparametrised guide sites)."""
-    elbo, surrogate, log_r = 0.0, 0.0, None
-    for site in model_trace.nodes.values():
-        if site["type"] == "sample":
-            elbo = elbo + site["log_prob_sum"].detach()
-            surrogate = surrogate + site["log_prob_sum"]
-    for site in guide_trace.nodes.values():
-        if site["type"] != "sample":
-            continue
-        _, score_function_term, entropy_term = site["score_parts"]
-        elbo = elbo - site["log_prob_sum"].detach()
-        if not is_identically_zero(entropy_term):
-            surrogate = surrogate - entropy_term.sum()
-        if not is_identically_zero(score_function_term):
-            if log_r is None:
-                log_r = _compute_log_r(model_trace, guide_trace)
-            term = log_r.sum_to(site["cond_indep_stack"])
-            surrogate = surrogate + (term * score_function_term).sum()
-    return elbo, surrogate
-
-
 def _as_tensor(value, like):
     if torch.is_tensor(value):
         return value
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-class _EnergyPriorELBO(ELBO):
-    """Shared machinery: particles, the energy sites, the ALB and the parameter groups."""
+class _EnergyPriorELBO(GroupedLoss):
+    r"""Shared machinery: particles, the energy sites, the ALB and the parameter groups."""
 
     def __init__(
         self,
@@ -314,21 +267,11 @@ class _EnergyPriorELBO(ELBO):
         retain_graph=None,
     ):
         super().__init__(
-            num_particles=positive_int(num_particles, "num_particles"),
+            num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
-            vectorize_particles=bool(vectorize_particles),
+            vectorize_particles=vectorize_particles,
             retain_graph=retain_graph,
         )
-        #: ``svi.step`` calls taken (reported when a loss is not finite)
-        self.num_steps = 0
-
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = get_importance_trace(
-            "flat", self.max_plate_nesting, model, guide, args, kwargs
-        )
-        if is_validation_enabled():
-            check_if_enumerated(guide_trace)
-        return model_trace, guide_trace
 
     # -- pieces --------------------------------------------------------------------------------
     def _prior_params(self, candidates, site_log_densities):
@@ -359,8 +302,8 @@ class _EnergyPriorELBO(ELBO):
     def _prior_objectives(self, particles, ctx):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _objectives(self, model, guide, args, kwargs, create_graph=True):
-        """All objectives of one step: ``[_Objective]`` (the ALB first)."""
+    def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):
+        r"""All objectives of one step (the negative ALB first)."""
         particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             sites = energy_sites(model_trace, type(self).__name__)
@@ -390,7 +333,7 @@ class _EnergyPriorELBO(ELBO):
                 o.params = prior
         alb, surrogate = 0.0, 0.0
         for model_trace, guide_trace, _ in particles:
-            a, s = _alb_particle(model_trace, guide_trace)
+            a, s = elbo_particle(model_trace, guide_trace)
             alb = alb + a / self.num_particles
             surrogate = surrogate + s / self.num_particles
         like = particles[0][2][0][1]["value"]
@@ -399,70 +342,34 @@ class _EnergyPriorELBO(ELBO):
         vae = {n: p for n, p in model_params.items() if n not in prior}
         vae.update({n: p for n, p in guide_params.items() if n not in prior})
         alb_params = {**vae, **prior} if self._alb_trains_prior else vae
-        neg_alb = _Objective("neg_alb", -alb, -surrogate, alb_params)
+        pairs = [(m, g) for m, g, _ in particles]
+        neg_alb = Objective(
+            "neg_alb",
+            -alb,
+            alb_params,
+            surrogate=-surrogate,
+            sites=lambda: elbo_site_terms(pairs, self.num_particles),
+        )
         return [neg_alb] + prior_objectives
 
     #: whether the energy receives the ALB's gradient (only for the importance-weighted loss,
     #: whose eq. 7 gradient is the ALB's plus the self-normalised log Z term's)
     _alb_trains_prior = False
 
-    def _checked_total(self, objectives, where):
-        """The loss as a float, after checking every group's objective (one host sync)."""
-        values = torch.stack([o.value.detach().reshape(()) for o in objectives]).tolist()
-        for o, v in zip(objectives, values, strict=True):
-            if not math.isfinite(v):
-                raise NonFiniteLossError(
-                    f"{type(self).__name__}: non-finite {o.name} ({v}) at {where}. Check the "
-                    "data, the learning rates and the energy's scale."
-                )
-        return sum(v for o, v in zip(objectives, values, strict=True) if o.in_total)
-
-    @staticmethod
-    def _total(objectives):
-        return sum(o.value.detach() for o in objectives if o.in_total)
-
-    # -- ELBO interface ------------------------------------------------------------------------
-    def loss(self, model, guide, *args, **kwargs):
-        """The loss for the current parameters, as a float (works under ``torch.no_grad()``)."""
-        with torch.enable_grad():
-            objectives = self._objectives(model, guide, args, kwargs, create_graph=False)
-        return float(self._total(objectives))
-
     def terms(self, model, guide, *args, **kwargs):
-        """The loss and each group's objective value, as floats: ``{"loss": ..., "neg_alb":
-        ..., ...}`` (names as in the class docstring)."""
+        r"""The loss and each group's objective value for the current parameters, as floats:
+        ``{"loss": ..., "neg_alb": ..., ...}`` (names as in the class docstring). Takes no step.
+
+        :param model: the model.
+        :param guide: the guide.
+        """
         with torch.enable_grad():
-            objectives = self._objectives(model, guide, args, kwargs, create_graph=False)
+            objectives = self._objectives(
+                model, guide, args, kwargs, phase=self.phase, create_graph=False
+            )
         out = {"loss": float(self._total(objectives))}
         out.update({o.name: float(o.value.detach()) for o in objectives})
         return out
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """One step: every group gets the gradient of its own objective; returns the loss."""
-        with torch.enable_grad(), hide_params():
-            objectives = self._objectives(model, guide, args, kwargs, create_graph=True)
-        value = self._checked_total(objectives, f"step {self.num_steps}")
-        names = set()
-        last = len(objectives) - 1
-        for i, o in enumerate(objectives):
-            retain = True if i < last else self.retain_graph
-            backward_into(o.surrogate, o.params.values(), retain_graph=retain)
-            names.update(o.params)
-        expose_params(sorted(names))
-        self.num_steps += 1
-        return value
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        """The loss as a tensor whose gradient reaches each group from its own objective only."""
-        with torch.enable_grad():
-            objectives = self._objectives(model, guide, args, kwargs, create_graph=True)
-        surrogate = sum(
-            routed(o.surrogate, o.params.values(), retain_graph=True) for o in objectives
-        )
-        total = self._total(objectives)
-        if torch.is_tensor(surrogate) and surrogate.requires_grad:
-            return total + (surrogate - surrogate.detach())
-        return total
 
 
 @dataclass
@@ -544,7 +451,7 @@ class SSMPriorLoss(_EnergyPriorELBO):
                 ctx.log_densities = lps
         like = particles[0][2][0][1]["value"]
         total = _as_tensor(total, like)
-        return [_Objective("ssm", total.detach(), total, None)]
+        return [Objective("ssm", total, None)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -644,7 +551,7 @@ class ImportanceWeightedPriorLoss(_EnergyPriorELBO):
         ctx.log_densities = all_lps
         like = sites[0][1]["value"]
         total = _as_tensor(total, like)
-        return [_Objective("log_z", total.detach(), total, None)]
+        return [Objective("log_z", total, None)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -779,14 +686,12 @@ class AdversarialPriorLoss(_EnergyPriorELBO):
     def __init__(self, variational_prior=None, *, name="variational_prior", **kwargs):
         super().__init__(**kwargs)
         self.name = str(name)
-        self.variational_priors = nn.ModuleDict()
         self._single = None
         if isinstance(variational_prior, dict):
             for site, module in variational_prior.items():
-                self.variational_priors[_module_key(site)] = self._check_module(module)
+                self.owned_modules[_module_key(site)] = self._check_module(module)
         elif variational_prior is not None:
             self._single = self._check_module(variational_prior)
-        self._registering = False
 
     @staticmethod
     def _check_module(module):
@@ -853,52 +758,26 @@ class AdversarialPriorLoss(_EnergyPriorELBO):
                 bound = bound + _weighted_sum(log_q - lp_neg, site, ctx.num_particles)
                 cd = cd + _weighted_sum(lp_neg - lp_pos, site, ctx.num_particles)
                 if i == 0:
-                    zeta.update(self._module_params(name, module))
+                    zeta.update(self.owned_params(f"{self.name}_{name}", module))
             if i == 0:
                 ctx.log_densities = lps
         like = particles[0][2][0][1]["value"]
         cd, bound = _as_tensor(cd, like), _as_tensor(bound, like)
         return [
-            _Objective("log_z", -bound.detach(), bound, zeta),
-            _Objective("cd", cd.detach(), cd, None, in_total=False),
+            Objective("log_z", -bound.detach(), zeta, surrogate=bound),
+            Objective("cd", cd, None, in_total=False),
         ]
 
-    def _module_params(self, site_name, module):
-        """``{param name: tensor}`` of a variational prior; under ``SVI`` (``loss_and_grads``)
-        the module is registered with ``pyro.module`` so that SVI's optimizer steps it."""
-        prefix = f"{self.name}_{site_name}"
-        trainable = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
-        if not self._registering:
-            return {f"{prefix}.{k}": p for k, p in trainable}
-        pyro.module(prefix, module)
-        store = pyro.get_param_store()
-        params = {}
-        for k, p in trainable:
-            full = f"{prefix}$$${k}"
-            if store.get_param(full).unconstrained() is not p:
-                raise ValueError(
-                    f"AdversarialPriorLoss: Pyro's param store already holds a different tensor "
-                    f"under {full!r} (from another variational prior or a loaded store), so SVI "
-                    "would not update this loss's variational prior: pass another name= or call "
-                    "pyro.clear_param_store()"
-                )
-            params[full] = p
-        return params
+    @property
+    def variational_priors(self):
+        r"""The variational priors built so far, keyed by site (``.`` replaced by ``__``)."""
+        return self.owned_modules
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        self._registering = True
-        try:
-            return super().loss_and_grads(model, guide, *args, **kwargs)
-        finally:
-            self._registering = False
+    def prepare(self, model, guide, *args, **kwargs):
+        r"""Builds the default variational priors (one per energy site) without taking a step.
 
-    def __call__(self, model, guide):
-        return _AdversarialELBOModule(model, guide, self)
-
-
-class _AdversarialELBOModule(ELBOModule):
-    """An ``ELBOModule`` whose parameters include the loss's variational priors."""
-
-    def __init__(self, model, guide, elbo):
-        super().__init__(model, guide, elbo)
-        self.variational_priors = elbo.variational_priors
+        :param model: the model.
+        :param guide: the guide.
+        """
+        with torch.enable_grad(), poutine.block():
+            self._objectives(model, guide, args, kwargs, phase=self.phase, create_graph=False)

@@ -30,9 +30,9 @@ import contextlib
 import torch
 from pyro import poutine
 
+from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .grouped import split_params
 from .m1 import M1Loss
-from .schedule import split_params
-from .tracing import NonFiniteLossError, ScoreObjectiveError
 
 
 def _sum_event(t, event_dim):
@@ -195,12 +195,12 @@ class M3Loss(M2Loss):
     def _particle_terms(self, st):
         return m3_particle_terms(st)
 
-    def _model_step(self, model, guide, args, kwargs):
+    def _model_objective(self, model, guide, args, kwargs):
         if not self.bilevel_steps:
-            return super()._model_step(model, guide, args, kwargs)
+            return super()._model_objective(model, guide, args, kwargs)
         guide = self._unrolled_guide(model, guide, args, kwargs)
         with self._unrolled_context("the model step"):
-            return super()._model_step(model, guide, args, kwargs)
+            return super()._model_objective(model, guide, args, kwargs)
 
     @contextlib.contextmanager
     def _unrolled_context(self, where):
@@ -213,7 +213,7 @@ class M3Loss(M2Loss):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise NonFiniteLossError(
                 f"M3Loss: the unrolled guide parameters left their domain in {where} of step "
-                f"{self.schedule.step} ({first}); lower bilevel_lr (now {self.bilevel_lr})"
+                f"{self.step} ({first}); lower bilevel_lr (now {self.bilevel_lr})"
             ) from e
 
     def _unrolled_guide(self, model, guide, args, kwargs):

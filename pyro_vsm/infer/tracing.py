@@ -29,15 +29,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import constraints
 
+from ..errors import ScoreObjectiveError
 from .scores import score_and_laplacian
-
-
-class ScoreObjectiveError(ValueError):
-    """A model/guide pair or data that a score objective cannot handle."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised instead of taking an optimizer step on a NaN or infinite loss."""
 
 
 def _is_real_support(support):
