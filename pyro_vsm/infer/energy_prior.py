@@ -634,6 +634,10 @@ def _draw(prior, shape):
     return z, d.log_prob(z)
 
 
+#: the key of a variational prior passed as one module (for the model's only energy site)
+_SINGLE = "default"
+
+
 def _module_key(site_name):
     return site_name.replace(".", "__")
 
@@ -686,12 +690,11 @@ class AdversarialPriorLoss(_EnergyPriorELBO):
     def __init__(self, variational_prior=None, *, name="variational_prior", **kwargs):
         super().__init__(**kwargs)
         self.name = str(name)
-        self._single = None
         if isinstance(variational_prior, dict):
             for site, module in variational_prior.items():
                 self.owned_modules[_module_key(site)] = self._check_module(module)
-        elif variational_prior is not None:
-            self._single = self._check_module(variational_prior)
+        elif variational_prior is not None:  # one module for the (only) energy site
+            self.owned_modules[_SINGLE] = self._check_module(variational_prior)
 
     @staticmethod
     def _check_module(module):
@@ -704,34 +707,36 @@ class AdversarialPriorLoss(_EnergyPriorELBO):
         return module
 
     def variational_prior(self, site_name):
-        """The variational prior of an energy site (``None`` before it is created)."""
-        key = _module_key(site_name)
-        if key in self.variational_priors:
-            return self.variational_priors[key]
+        r"""The variational prior of an energy site (``None`` before it is created).
+
+        :param str site_name: the energy site's name.
+        """
+        for key in (_SINGLE, _module_key(site_name)):
+            if key in self.owned_modules:
+                return self.owned_modules[key]
         return None
 
     def _prior_for(self, name, site, num_sites):
-        key = _module_key(name)
-        if key not in self.variational_priors:
-            if self._single is not None:
-                if num_sites > 1:
-                    raise ValueError(
-                        "AdversarialPriorLoss: the model has several energy sites; pass "
-                        "variational_prior={site name: module}"
-                    )
-                self.variational_priors[key] = self._single
-            else:
-                event_shape = site["fn"].event_shape
-                if len(event_shape) != 1:
-                    raise ValueError(
-                        f"AdversarialPriorLoss: the default flow needs a vector site; site "
-                        f"'{name}' has event_shape {tuple(event_shape)}: pass variational_prior"
-                    )
-                like = site["value"]
-                self.variational_priors[key] = iaf_prior(event_shape[0]).to(
-                    dtype=like.dtype, device=like.device
+        if _SINGLE in self.owned_modules:
+            if num_sites > 1:
+                raise ValueError(
+                    "AdversarialPriorLoss: the model has several energy sites; pass "
+                    "variational_prior={site name: module}"
                 )
-        return self.variational_priors[key]
+            return self.owned_modules[_SINGLE]
+        key = _module_key(name)
+        if key not in self.owned_modules:
+            event_shape = site["fn"].event_shape
+            if len(event_shape) != 1:
+                raise ValueError(
+                    f"AdversarialPriorLoss: the default flow needs a vector site; site "
+                    f"'{name}' has event_shape {tuple(event_shape)}: pass variational_prior"
+                )
+            like = site["value"]
+            self.owned_modules[key] = iaf_prior(event_shape[0]).to(
+                dtype=like.dtype, device=like.device
+            )
+        return self.owned_modules[key]
 
     def _prior_objectives(self, particles, ctx):
         cd, bound = 0.0, 0.0
@@ -770,7 +775,8 @@ class AdversarialPriorLoss(_EnergyPriorELBO):
 
     @property
     def variational_priors(self):
-        r"""The variational priors built so far, keyed by site (``.`` replaced by ``__``)."""
+        r"""The variational priors built so far, keyed by site (``.`` replaced by ``__``), or
+        under ``"default"`` when one module was passed for the only energy site."""
         return self.owned_modules
 
     def prepare(self, model, guide, *args, **kwargs):

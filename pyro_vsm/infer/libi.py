@@ -301,7 +301,7 @@ class LiBILoss(GroupedLoss):
         penalty = torch.zeros((), dtype=codes.dtype, device=codes.device)
         parts = {"cov_error": cov_err, "mean_error": mean_err}
         if self.eps_hz > 0:
-            hz = henze_zirkler(codes, jitter=self.hz_jitter)
+            hz = henze_zirkler(codes, jitter=self.hz_jitter, check=False)
             penalty = penalty + self.eps_hz * _soft_exp(hz, self.max_exponent)
             parts["hz"] = hz
         if self.eps_sigma is not None:

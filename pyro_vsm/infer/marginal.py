@@ -212,8 +212,9 @@ class M3Loss(M2Loss):
         except ValueError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise NonFiniteLossError(
-                f"M3Loss: the unrolled guide parameters left their domain in {where} of step "
-                f"{self.step} ({first}); lower bilevel_lr (now {self.bilevel_lr})"
+                f"M3Loss: non-finite loss: the unrolled guide parameters left their domain in "
+                f"{where} at step {self.step} (phase {self.phase!r}; {first}). No parameter was "
+                f"updated; lower bilevel_lr (now {self.bilevel_lr})"
             ) from e
 
     def _unrolled_guide(self, model, guide, args, kwargs):
