@@ -1,6 +1,6 @@
 """Step-time ratios of two checkouts of pyro-vsm, measured interleaved in one run.
 
-Runs ``benchmarks/step_time.py`` (this checkout's script) alternately against the library of an
+Runs ``benchmarks/step_time.py`` of the ``--new`` checkout alternately against the library of an
 ``--old`` and a ``--new`` checkout (``PYTHONPATH``), one round at a time, so both see the same
 machine load. Per loss it reports the median over rounds of each checkout's ratio to Trace_ELBO
 and the relative change of that ratio. Writes JSON.
@@ -19,11 +19,11 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_once(checkout, extra):
+def run_once(script, checkout, extra):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "step_time.json")
         env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
-        cmd = [sys.executable, os.path.join(HERE, "step_time.py"), "--rounds", "1", "--out", out]
+        cmd = [sys.executable, script, "--rounds", "1", "--out", out]
         subprocess.run(cmd + extra, env=env, check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
             return json.load(f)["ratio_to_trace_elbo"]
@@ -37,11 +37,12 @@ def main(argv=None):
     p.add_argument("--out", default="results/compare_checkouts.json")
     p.add_argument("extra", nargs="*", help="arguments passed on to step_time.py (after --)")
     args = p.parse_args(argv)
+    script = os.path.join(os.path.abspath(args.new), "benchmarks", "step_time.py")
     runs = {"old": [], "new": []}
     for r in range(args.rounds):
         order = ("old", "new") if r % 2 == 0 else ("new", "old")
         for which in order:
-            runs[which].append(run_once(getattr(args, which), args.extra))
+            runs[which].append(run_once(script, getattr(args, which), args.extra))
             print(f"round {r + 1}/{args.rounds}: {which} done", flush=True)
     names = list(runs["new"][0])
     table = {}

@@ -34,8 +34,7 @@ from pyro_vsm import (
     SSMPriorLoss,
 )
 from pyro_vsm.distributions import GRBMEnergy
-from pyro_vsm.guides import DiagonalNormalEncoder
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
+from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, GaussianVAE
 from pyro_vsm.models.networks import mlp
 

@@ -24,15 +24,19 @@ def positive_int(value, name):
     return result
 
 
-def check_int(value, name, low):
-    r"""``value`` as an ``int`` if it is an integer ``>= low`` (not a bool), else ``ValueError``.
+def check_int(value, name, low, high=None):
+    r"""``value`` as an ``int`` if it is an integer in ``[low, high]`` (not a bool), else
+    ``ValueError``.
 
     :param value: the value to check.
     :param str name: the argument's name, for the message.
     :param int low: the smallest allowed value.
+    :param high: the largest allowed value (``None``: no upper bound).
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return int(value)
 
 

@@ -21,7 +21,7 @@ from pyro_vsm import (
     SSMPriorLoss,
 )
 from pyro_vsm.distributions import EnergyDistribution
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
+from pyro_vsm.guides import GaussianVariationalPrior
 
 
 class Encoder(nn.Module):

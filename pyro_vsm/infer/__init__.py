@@ -1,9 +1,10 @@
 r"""Losses that plug into :class:`pyro.infer.SVI`, their shared base and the score plumbing."""
 
 from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .adversarial_prior import AdversarialPriorLoss
 from .base import ScoreLoss
 from .beta_elbo import BetaELBO
-from .energy_prior import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
+from .energy_prior import EnergyPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from .grouped import GroupedLoss, Objective
 from .joint_fisher import JointFisherLoss
 from .lagging import LaggingInferenceELBO
@@ -19,8 +20,7 @@ from .schedules import (
     Schedule,
     SinglePhase,
 )
-from .scores import score_and_laplacian
-from .tracing import trace_scores
+from .traces import trace_scores
 
 __all__ = [
     "AdversarialPriorLoss",
@@ -28,6 +28,7 @@ __all__ = [
     "AnnealingSchedule",
     "BetaELBO",
     "CyclicSchedule",
+    "EnergyPriorLoss",
     "GroupedLoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
@@ -45,6 +46,5 @@ __all__ = [
     "ScoreLoss",
     "ScoreObjectiveError",
     "SinglePhase",
-    "score_and_laplacian",
     "trace_scores",
 ]

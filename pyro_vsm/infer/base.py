@@ -1,8 +1,8 @@
 r"""The score-matching losses' common base: particles and score traces on the grouped-loss core."""
 
+from ..ops.scores import check_laplacian_method
 from .grouped import GroupedLoss
-from .scores import check_laplacian_method
-from .tracing import DataLocator, trace_scores
+from .traces import DataLocator, trace_scores
 
 __all__ = ["ScoreLoss"]
 
@@ -17,7 +17,7 @@ class ScoreLoss(GroupedLoss):
     :param bool vectorize_particles: draw the ``S`` particles in one vectorized pass (a
         ``pyro.plate`` of size ``S`` left of the model's plates) instead of a Python loop.
     :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
-        :func:`pyro_vsm.infer.scores.score_and_laplacian`.
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
     :param int num_projections: Rademacher projections per Hutchinson estimate.
     :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
     """
@@ -52,7 +52,7 @@ class ScoreLoss(GroupedLoss):
         self._locator = DataLocator()
 
     def _score_traces(self, model, guide, args, kwargs, **options):
-        r"""Yields one :class:`~pyro_vsm.infer.tracing.ScoreTraces` per particle (or one for all)."""
+        r"""Yields one :class:`~pyro_vsm.infer.traces.ScoreTraces` per particle (or one for all)."""
         common = dict(
             laplacian=self.laplacian,
             num_projections=self.num_projections,

@@ -5,22 +5,14 @@ import math
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
-from pyro.poutine.util import site_is_subsample
 
 from .._checks import as_call_args, check_int
+from ..ops.sites import latent_sites
 from .elbo_terms import negative_elbo_terms
 from .grouped import GroupedLoss, Objective, hide_params
 from .schedules import LaggingSchedule
 
 __all__ = ["LaggingInferenceELBO", "aggregate_mutual_information"]
-
-
-def _latent_sites(guide_trace):
-    return [
-        (name, site)
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
 
 
 def negative_elbo_estimate(loss, model, guide, args, kwargs, num_particles):
@@ -61,7 +53,7 @@ def aggregate_mutual_information(guide, *args, **kwargs):
     with torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
         own, pair = 0.0, 0.0
-        for name, site in _latent_sites(trace):
+        for name, site in latent_sites(trace):
             fn, z = site["fn"], site["value"]
             if len(fn.batch_shape) != 1:
                 raise ValueError(

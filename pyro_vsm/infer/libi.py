@@ -5,10 +5,10 @@ import warnings
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from .._checks import as_call_args, check_int, check_positive
-from ..evaluation.henze_zirkler import henze_zirkler
+from ..ops.henze_zirkler import henze_zirkler
+from ..ops.sites import latent_sites
 from .elbo_terms import negative_elbo_terms
 from .grouped import GroupedLoss, Objective, hide_params, split_params, trace_params
 from .lagging import negative_elbo_estimate
@@ -17,15 +17,6 @@ from .schedules import RoundsSchedule
 __all__ = ["LiBILoss"]
 
 _VALIDATIONS = ("elbo", "log_likelihood")
-
-
-def _latent_sites(guide_trace):
-    r"""The guide's latent sample sites (not observed, not plate subsample sites), in order."""
-    return [
-        (name, site)
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
 
 
 def _soft_exp(u, max_exponent):
@@ -49,7 +40,7 @@ class LiBILoss(GroupedLoss):
            + e^{\lVert\Sigma(\{h(x_n)\}) - I\rVert^2 / \epsilon_\Sigma}
            + e^{\lVert\mu(\{h(x_n)\})\rVert^2 / \epsilon_\mu},
 
-       with HZ the Henze--Zirkler statistic (:func:`~pyro_vsm.evaluation.henze_zirkler`),
+       with HZ the Henze--Zirkler statistic (:func:`~pyro_vsm.ops.henze_zirkler`),
        :math:`\mu, \Sigma` the empirical mean and covariance (divisor :math:`n`) of the codes
        and :math:`\lVert\cdot\rVert` the Euclidean norm, elementwise (Frobenius) for the
        matrix (the paper's :math:`\lVert\cdot\rVert_2^2`; the spectral norm would not be
@@ -96,7 +87,7 @@ class LiBILoss(GroupedLoss):
     such a gradient spike makes Adam's step sizes tiny for about :math:`1/(1 - \beta_2)` steps
     afterwards; :class:`~pyro.optim.ClippedAdam` (gradient-norm clipping) avoids this and is the
     recommended optimiser here. The HZ statistic is computed with ``hz_jitter`` on the codes'
-    correlation matrix (see :func:`~pyro_vsm.evaluation.henze_zirkler`), which keeps degenerate
+    correlation matrix (see :func:`~pyro_vsm.ops.henze_zirkler`), which keeps degenerate
     codes finite.
 
     Only the observed sites of the model enter :math:`\log p_\theta(x_n \mid z_n)`; every
@@ -129,7 +120,7 @@ class LiBILoss(GroupedLoss):
     :param eps_sigma: :math:`\epsilon_\Sigma > 0` (``None`` drops the covariance penalty).
     :param eps_mu: :math:`\epsilon_\mu > 0` (``None`` drops the mean penalty).
     :param float max_exponent: where the exponential penalties turn linear.
-    :param float hz_jitter: see :func:`~pyro_vsm.evaluation.henze_zirkler`.
+    :param float hz_jitter: see :func:`~pyro_vsm.ops.henze_zirkler`.
     :param code_fn: optional code network (see above).
     :param validation_data: held-out arguments for model selection (see above).
     :param dict validation_kwargs: their keyword arguments.
@@ -231,7 +222,7 @@ class LiBILoss(GroupedLoss):
     def _codes(self, guide, args, kwargs):
         """``({site: code tensor}, codes (n, p), traces that read the code parameters)``."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        latents = _latent_sites(guide_trace)
+        latents = latent_sites(guide_trace)
         if not latents:
             raise ValueError("LiBILoss: the guide has no latent sample sites")
         if self.code_fn is None:

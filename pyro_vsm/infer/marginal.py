@@ -29,14 +29,11 @@ import contextlib
 
 import torch
 from pyro import poutine
+from pyro.distributions.util import sum_rightmost
 
 from ..errors import NonFiniteLossError, ScoreObjectiveError
 from .grouped import split_params
 from .m1 import M1Loss
-
-
-def _sum_event(t, event_dim):
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
 
 
 def _particle_sums(traces, max_plate_nesting):
@@ -73,7 +70,7 @@ def squared_mean_terms(traces, num_particles, max_plate_nesting):
     terms = {}
     s = num_particles
     for name, (sum_f, sum_sq, obs) in _particle_sums(traces, max_plate_nesting).items():
-        u = _sum_event(sum_f.pow(2) - sum_sq, obs.event_dim) / (s * (s - 1))
+        u = sum_rightmost(sum_f.pow(2) - sum_sq, obs.event_dim) / (s * (s - 1))
         weighted = obs.weight(u)
         if weighted.numel() != u.numel():
             raise ScoreObjectiveError(
@@ -87,7 +84,7 @@ def squared_mean_terms(traces, num_particles, max_plate_nesting):
 def m2_particle_terms(st):
     """Per-site :math:`\\lVert s^p\\rVert^2 + \\nabla_x\\cdot s^p` of one trace."""
     return {
-        obs.name: obs.weight(_sum_event(obs.score_p.pow(2), obs.event_dim) + obs.laplacian).sum()
+        obs.name: obs.weight(sum_rightmost(obs.score_p.pow(2), obs.event_dim) + obs.laplacian).sum()
         for obs in st.observed
     }
 
@@ -96,7 +93,7 @@ def m3_particle_terms(st):
     """Per-site :math:`s^q\\cdot s^p + \\nabla_x\\cdot s^p` of one trace."""
     return {
         obs.name: obs.weight(
-            _sum_event(obs.score_q * obs.score_p, obs.event_dim) + obs.laplacian
+            sum_rightmost(obs.score_q * obs.score_p, obs.event_dim) + obs.laplacian
         ).sum()
         for obs in st.observed
     }
