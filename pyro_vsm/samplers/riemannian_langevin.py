@@ -103,7 +103,9 @@ def _energy_and_grad(energy, x):
                 f"the energy returned {got} for positions of shape {tuple(x.shape)}; expected "
                 f"one value per chain, shape {tuple(x.shape[:-1])}"
             )
-        (g,) = torch.autograd.grad(e.sum(), x, allow_unused=True)
+        g = None
+        if e.requires_grad:  # an energy that ignores x has no graph
+            (g,) = torch.autograd.grad(e.sum(), x, allow_unused=True)
     g = torch.zeros_like(x) if g is None else g
     x = x.detach()
     return e.detach(), tangent_projection(x, g.detach())
