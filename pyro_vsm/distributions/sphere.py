@@ -134,7 +134,7 @@ class HypersphericalUniform(TorchDistribution):
 
     @property
     def dim(self):
-        """The sphere's dimension :math:`n` (points have :math:`n + 1` coordinates)."""
+        r"""The sphere's dimension :math:`n` (points have :math:`n + 1` coordinates)."""
         return self._dim
 
     def expand(self, batch_shape, _instance=None):
@@ -252,7 +252,7 @@ class VonMisesFisher(TorchDistribution):
         return a, b, d
 
     def _accepted_eps(self, kappa):
-        """The accepted Beta draws of Wood's sampler (no gradient), shape of ``kappa``. Each
+        r"""The accepted Beta draws of Wood's sampler (no gradient), shape of ``kappa``. Each
         round proposes only for the draws not yet accepted (one host synchronisation per
         round)."""
         m = self._p - 1
@@ -279,7 +279,7 @@ class VonMisesFisher(TorchDistribution):
         )
 
     def _householder(self, z0, loc):
-        """An orthogonal map taking e_1 to ``loc``, applied to ``z0`` (no cancellation: the
+        r"""An orthogonal map taking e_1 to ``loc``, applied to ``z0`` (no cancellation: the
         reflection vector is e_1 + sign(mu_1) mu, of squared norm >= 2)."""
         first = loc[..., :1]
         sign = torch.where(first < 0, -torch.ones_like(first), torch.ones_like(first))
@@ -322,7 +322,7 @@ class VonMisesFisher(TorchDistribution):
         return z
 
     def score_parts(self, value):
-        """Pyro's score parts: the reparametrised ``log_prob`` (pathwise and entropy terms) and,
+        r"""Pyro's score parts: the reparametrised ``log_prob`` (pathwise and entropy terms) and,
         for the last value drawn by :meth:`rsample`, the score term of the rejection sampler
         (module docstring); ``0`` for any other value."""
         log_prob = self.log_prob(value)

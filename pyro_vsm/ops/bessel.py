@@ -55,7 +55,7 @@ _NUM_DEBYE = 14
 
 @functools.cache
 def _debye_polynomials(num):
-    """Coefficients (increasing powers of t) of Debye's u_0 ... u_{num-1}."""
+    r"""Coefficients (increasing powers of t) of Debye's u_0 ... u_{num-1}."""
     polys = [np.array([1.0])]
     for _ in range(num - 1):
         u = polys[-1]
@@ -68,7 +68,7 @@ def _debye_polynomials(num):
 
 @functools.lru_cache(maxsize=256)
 def _coefficients(nu):
-    """float64 numpy constants of the expansion used for order ``nu``."""
+    r"""float64 numpy constants of the expansion used for order ``nu``."""
     if nu >= _DEBYE_ORDER:
         polys = _debye_polynomials(_NUM_DEBYE)
         coef = np.zeros(max(len(p) for p in polys))
@@ -99,7 +99,7 @@ def _constant(nu, key, like):
 
 
 def _polyval(coef, t):
-    """sum_j coef[j] t^j by Horner's rule over the last dim of ``coef``."""
+    r"""sum_j coef[j] t^j by Horner's rule over the last dim of ``coef``."""
     out = torch.zeros_like(t)
     for c in coef.flip(0):
         out = out * t + c
@@ -107,7 +107,7 @@ def _polyval(coef, t):
 
 
 def _forward(x, nu):
-    """F_nu(x) = log(I_nu(x) / x^nu) without autograd (x >= 0)."""
+    r"""F_nu(x) = log(I_nu(x) / x^nu) without autograd (x >= 0)."""
     if nu >= _DEBYE_ORDER:
         coef = _constant(nu, "debye", x)
         z = x / nu
@@ -151,7 +151,7 @@ class _LogBesselIvDivPow(torch.autograd.Function):
 
 
 def _work(x):
-    """``x`` in float64 (differentiably), except on MPS, which has no float64."""
+    r"""``x`` in float64 (differentiably), except on MPS, which has no float64."""
     return x if x.dtype == torch.float64 or x.device.type == "mps" else x.double()
 
 

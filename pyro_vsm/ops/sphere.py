@@ -73,7 +73,7 @@ def normalize_retraction(x, v):
 
 
 def _sinc(r):
-    """:math:`\\sin r / r` with its Taylor series near 0 (finite value and gradient at 0)."""
+    r""":math:`\sin r / r` with its Taylor series near 0 (finite value and gradient at 0)."""
     small = r.abs() < 1e-3
     safe = torch.where(small, torch.ones_like(r), r)
     r2 = r * r

@@ -72,7 +72,7 @@ _RETRACTIONS = ("exp", "normalize")
 
 
 class RiemannianLangevinState(NamedTuple):
-    """The state of a batch of chains (all detached)."""
+    r"""The state of a batch of chains (all detached)."""
 
     #: positions on the sphere, ``(*chains, n + 1)``
     position: torch.Tensor
@@ -83,7 +83,7 @@ class RiemannianLangevinState(NamedTuple):
 
 
 class RiemannianLangevinInfo(NamedTuple):
-    """What one :func:`riemannian_langevin_step` did, per chain."""
+    r"""What one :func:`riemannian_langevin_step` did, per chain."""
 
     #: Metropolis--Hastings acceptance probability, ``(*chains,)`` (ones when unadjusted)
     acceptance_rate: torch.Tensor
@@ -122,7 +122,7 @@ def _check_position(x):
 
 
 def _check_step_size(step_size, like):
-    """A positive float, or a tensor broadcastable to the chains shape; returns ``(*chains, 1)``
+    r"""A positive float, or a tensor broadcastable to the chains shape; returns ``(*chains, 1)``
     broadcastable tensor or float."""
     if torch.is_tensor(step_size):
         eta = step_size.detach().to(dtype=like.dtype, device=like.device)

@@ -1,4 +1,4 @@
-"""The vMF-mixture targets on S^1 and S^2: samples, exact density, normalisation."""
+r"""The vMF-mixture targets on S^1 and S^2: samples, exact density, normalisation."""
 
 import math
 

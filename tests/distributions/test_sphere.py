@@ -1,4 +1,4 @@
-"""HypersphericalUniform and VonMisesFisher: normaliser against SciPy, normalisation by quadrature
+r"""HypersphericalUniform and VonMisesFisher: normaliser against SciPy, normalisation by quadrature
 and Monte Carlo, sampling, the reparametrised gradient, entropy and KL.
 
 Monte Carlo checks use fixed seeds and a tolerance of four standard errors.
@@ -140,7 +140,7 @@ def test_batched_sampling_and_float32_stability():
 
 
 def _exact_expectation(p, kappa, loc, a):
-    """E[exp(a.z)] under vMF(loc, kappa) = C_p(kappa) / C_p(|kappa loc + a|), with SciPy."""
+    r"""E[exp(a.z)] under vMF(loc, kappa) = C_p(kappa) / C_p(|kappa loc + a|), with SciPy."""
     return np.exp(
         scipy_log_normalizer(p, kappa) - scipy_log_normalizer(p, np.linalg.norm(kappa * loc + a))
     )
@@ -148,7 +148,7 @@ def _exact_expectation(p, kappa, loc, a):
 
 @pytest.mark.parametrize("p,kappa", [(2, 0.3), (3, 1.0), (5, 2.0), (10, 5.0)])
 def test_reparametrised_gradient_matches_finite_differences(p, kappa):
-    """d/dkappa and d/dloc of E[exp(a.z)]: Monte Carlo (pathwise term + the rejection sampler's
+    r"""d/dkappa and d/dloc of E[exp(a.z)]: Monte Carlo (pathwise term + the rejection sampler's
     score term from score_parts) against central finite differences of the exact expectation."""
     torch.manual_seed(p)
     mu = unit(p, seed=10 + p)
@@ -194,7 +194,7 @@ def test_reparametrised_gradient_matches_finite_differences(p, kappa):
 
 
 def test_trace_elbo_uses_the_score_term():
-    """With a uniform prior and no data, Trace_ELBO's gradient in kappa estimates
+    r"""With a uniform prior and no data, Trace_ELBO's gradient in kappa estimates
     -d KL(vMF || uniform)/d kappa: Pyro adds the score term from score_parts."""
     p, kappa0, particles = 4, 1.5, 10_000
     mu = unit(p, seed=3)

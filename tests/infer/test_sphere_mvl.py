@@ -1,4 +1,4 @@
-"""sphere_mvl against the closed-form Riemannian score-matching integrand
+r"""sphere_mvl against the closed-form Riemannian score-matching integrand
 J = ½‖P∇E‖² − Δ_S E for linear-plus-quadratic energies on S^n (float64, fixed seeds).
 
 Unbiasedness is checked on the per-point difference Ĵ_ε(x, ξ) − J(x): its mean over B points
@@ -19,7 +19,7 @@ B = 20_000
 
 
 class Quadratic(torch.nn.Module):
-    """E(x) = aᵀx + ½ xᵀAx (A symmetric), with learnable a and A."""
+    r"""E(x) = aᵀx + ½ xᵀAx (A symmetric), with learnable a and A."""
 
     def __init__(self, n, seed=0):
         super().__init__()
@@ -37,7 +37,7 @@ class Quadratic(torch.nn.Module):
         return x @ self.a + 0.5 * ((x @ self.sym) * x).sum(-1)
 
     def riemannian_j(self, x):
-        """½‖P∇E‖² − Δ_S E with Δ_S E = tr(P∇²E) − n xᵀ∇E."""
+        r"""½‖P∇E‖² − Δ_S E with Δ_S E = tr(P∇²E) − n xᵀ∇E."""
         a, sym = self.a, self.sym
         g = a + x @ sym
         pg = g - (g * x).sum(-1, keepdim=True) * x
@@ -74,7 +74,7 @@ def test_unbiased_for_the_riemannian_objective(n, retraction):
 
 @pytest.mark.parametrize("n", [2, 5])
 def test_the_printed_chart_sign_is_biased(n):
-    """With E + log|G| (eq. 18 as printed) the drift gains n (1 + |u|²) u, which biases Ĵ at a
+    r"""With E + log|G| (eq. 18 as printed) the drift gains n (1 + |u|²) u, which biases Ĵ at a
     point x by b(x) = −n (1 + |u|²) u·∂_u E: measured at one point with B noise draws."""
     energy = Quadratic(n, seed=n)
     point = torch.arange(n + 1.0, 0.0, -1.0, dtype=torch.float64)
@@ -114,7 +114,7 @@ def test_control_variate_bounds_the_variance():
 
 
 def test_parameter_gradient_is_unbiased():
-    """E[∇θ Ĵ] = ∇θ E[J]: the gradient flows through x⁻ and the control variate."""
+    r"""E[∇θ Ĵ] = ∇θ E[J]: the gradient flows through x⁻ and the control variate."""
     energy = Quadratic(2, seed=7)
     chunks = 20
     diffs = []

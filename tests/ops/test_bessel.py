@@ -1,4 +1,4 @@
-"""Log-space modified Bessel functions against SciPy (AMOS)."""
+r"""Log-space modified Bessel functions against SciPy (AMOS)."""
 
 import math
 
@@ -14,7 +14,7 @@ ORDERS = [p / 2 - 1 for p in (2, 3, 4, 5, 10, 20, 21, 22, 50, 101, 500)]
 
 
 def reference(nu, x):
-    """(log(I_nu(x) / x^nu), I_{nu+1}(x) / I_nu(x)) from SciPy where ive does not underflow."""
+    r"""(log(I_nu(x) / x^nu), I_{nu+1}(x) / I_nu(x)) from SciPy where ive does not underflow."""
     with np.errstate(all="ignore"):
         ive, ive1 = special.ive(nu, x), special.ive(nu + 1, x)
         ok = (ive > 1e-290) & (ive1 > 1e-290)

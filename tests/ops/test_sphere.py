@@ -1,4 +1,4 @@
-"""Sphere geometry: projections, retractions, exponential and log maps, area, stereographic chart."""
+r"""Sphere geometry: projections, retractions, exponential and log maps, area, stereographic chart."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Metropolis-adjusted Riemannian Langevin on S^n: stationarity and convergence against
+r"""Metropolis-adjusted Riemannian Langevin on S^n: stationarity and convergence against
 scipy.stats.vonmises_fisher.
 
 Tolerances: four standard errors of the mean of mu.x over independent chains, and a KS test
@@ -82,7 +82,7 @@ def test_vmf_on_s4_is_stationary(retraction):
 
 
 def test_converges_from_uniform_to_a_mixture():
-    """Chains from the uniform distribution reach an equal mixture of two vMFs on S^2 (the two
+    r"""Chains from the uniform distribution reach an equal mixture of two vMFs on S^2 (the two
     modes at a right angle): mean direction and mode occupation."""
     torch.manual_seed(0)
     mus = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
@@ -122,7 +122,7 @@ def test_kernel_shapes_and_state():
 
 
 def test_wrapping_proposals_are_rejected():
-    """Uniform target on S^2: a proposal is accepted with probability one unless the tangent
+    r"""Uniform target on S^2: a proposal is accepted with probability one unless the tangent
     draw (|v| ~ sqrt(2 eta) chi_2) wraps around the sphere (|v| >= pi), which the exponential
     map cannot invert; the normalising retraction always accepts."""
 
