@@ -13,6 +13,7 @@ EXAMPLES = [
     ("libi.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
+    ("sphere_density.py", []),
 ]
 
 

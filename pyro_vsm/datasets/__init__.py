@@ -3,6 +3,7 @@
 from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
 from .potentials import POTENTIALS, make_potential
+from .sphere import SPHERE_TARGETS, make_sphere, sphere_log_prob, sphere_target
 from .synthetic import DATASETS_2D, make_2d
 
 __all__ = [
@@ -10,12 +11,16 @@ __all__ = [
     "LIBI_DATASETS",
     "LiBIData",
     "POTENTIALS",
+    "SPHERE_TARGETS",
     "cubic_jte",
     "gaussian",
     "linear_jte",
     "load_digits",
     "make_2d",
     "make_potential",
+    "make_sphere",
     "mobius",
     "mobius_transform",
+    "sphere_log_prob",
+    "sphere_target",
 ]
