@@ -32,12 +32,13 @@ the float32 data are the float64 data rounded once.
 """
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from .._checks import positive_int
 
 __all__ = [
     "LIBI_DATASETS",
@@ -93,9 +94,7 @@ class LiBIData:
 
 
 def _check_n(n):
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return int(n)
+    return positive_int(n, "n")
 
 
 def _matrix(value, name, shape):

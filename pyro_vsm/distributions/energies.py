@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_positive
 from .._checks import positive_int as _positive_int
 
 __all__ = ["GRBMEnergy", "MLPEnergy", "QuadraticFormEnergy", "TiltedGaussianEnergy"]
@@ -45,12 +46,6 @@ def _hidden_sizes(hidden):
         raise ValueError(
             f"hidden must be a sequence of positive integers, got {hidden!r}"
         ) from None
-
-
-def _non_negative(value, name):
-    if not float(value) >= 0.0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-    return float(value)
 
 
 def check_input(z, dim, name="z"):
@@ -148,7 +143,7 @@ class GRBMEnergy(nn.Module):
         self.num_hidden = _positive_int(num_hidden, "num_hidden")
         if weight_scale is None:
             weight_scale = 1.0 / math.sqrt(num_visible)
-        _non_negative(weight_scale, "weight_scale")
+        check_positive(weight_scale, "weight_scale", allow_zero=True)
         if not float(sigma) > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         kw = dict(dtype=dtype, device=device)
@@ -294,7 +289,7 @@ class MLPEnergy(nn.Module):
     ):
         super().__init__()
         self.dim = _positive_int(dim, "dim")
-        self.confinement = _non_negative(confinement, "confinement")
+        self.confinement = check_positive(confinement, "confinement", allow_zero=True)
         self.net = _mlp(dim, _hidden_sizes(hidden), 1, activation, dtype, device)
         self.event_shape = torch.Size([dim])
 
@@ -336,7 +331,7 @@ class QuadraticFormEnergy(nn.Module):
     ):
         super().__init__()
         self.dim = _positive_int(dim, "dim")
-        self.confinement = _non_negative(confinement, "confinement")
+        self.confinement = check_positive(confinement, "confinement", allow_zero=True)
         self.psi = _mlp(dim, _hidden_sizes(hidden), dim, activation, dtype, device)
         self.event_shape = torch.Size([dim])
 

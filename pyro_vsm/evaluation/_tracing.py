@@ -61,9 +61,19 @@ def _sample_sites(trace):
 
 
 def inspect_model(
-    model, guide, args, kwargs, *, max_plate_nesting=None, data_plate=None, caller="evaluation"
+    model, guide, args, kwargs, max_plate_nesting=None, data_plate=None, caller="evaluation"
 ):
-    """Runs ``guide`` (if given) and ``model`` once and returns a :class:`ModelInfo`.
+    r"""Runs ``guide`` (if given) and ``model`` once and returns a :class:`ModelInfo`: the
+    preamble every evaluator shares.
+
+    :param model: the model.
+    :param guide: the guide, or ``None``.
+    :param tuple args: positional arguments of model and guide.
+    :param dict kwargs: keyword arguments of model and guide.
+    :param max_plate_nesting: as for Pyro's ELBOs; read from the run when ``None``.
+    :param str data_plate: the plate of the data points; by default the outermost plate
+        enclosing every observed site.
+    :param str caller: the evaluator's name, for error messages.
 
     :raises ValueError: naming the site or argument, when the model has no observed site, when a
         latent is outside the data plate, when the guide misses a model latent, or when an
@@ -283,12 +293,6 @@ class InflateScale(Messenger):
         if msg["is_observed"] or site_is_subsample(msg):
             return
         msg["fn"] = _inflate(msg["fn"], self.factor, msg["name"])
-
-
-def check_positive_int(value, name):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def progress_bar(total, desc, progress):

@@ -27,11 +27,11 @@ import pyro
 import torch
 from torch.distributions import biject_to
 
+from .._checks import positive_int
 from ..ops.weights import effective_sample_size, log_mean_exp, log_mean_stderr
 from ..samplers.hmc import BatchedHMC
 from ._tracing import (
     PointFlattener,
-    check_positive_int,
     inspect_model,
     per_point,
     per_point_log_density,
@@ -52,7 +52,7 @@ def annealing_schedule(
     ``[-radius, radius]`` and rescaled to ``[0, 1]`` (dense near both ends); ``"linear"``: evenly
     spaced.
     """
-    num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
+    num_temperatures = positive_int(num_temperatures, "num_temperatures")
     if schedule == "linear":
         return torch.linspace(0.0, 1.0, num_temperatures + 1, dtype=dtype, device=device)
     if schedule == "sigmoid":
@@ -211,8 +211,8 @@ def ais_log_likelihood(
     :param kwargs: keyword arguments of ``model`` (and ``guide``).
     :returns: tensor ``[N]``, or ``(estimates, diagnostics)``.
     """
-    num_chains = check_positive_int(num_chains, "num_chains")
-    chain_chunk_size = check_positive_int(chain_chunk_size or num_chains, "chain_chunk_size")
+    num_chains = positive_int(num_chains, "num_chains")
+    chain_chunk_size = positive_int(chain_chunk_size or num_chains, "chain_chunk_size")
     info = inspect_model(
         model,
         guide,
@@ -359,7 +359,7 @@ def log_partition(
         if event_shape is None:
             raise ValueError("log_partition: pass event_shape (the energy does not declare one)")
     event_shape = torch.Size(event_shape)
-    num_chains = check_positive_int(num_chains, "num_chains")
+    num_chains = positive_int(num_chains, "num_chains")
     like = _energy_like(energy, dtype, device)
     loc = torch.as_tensor(base_loc, dtype=like.dtype, device=like.device).expand(event_shape)
     scale = torch.as_tensor(base_scale, dtype=like.dtype, device=like.device).expand(event_shape)

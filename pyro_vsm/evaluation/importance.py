@@ -18,9 +18,9 @@ import warnings
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
+from .._checks import positive_int
 from ..ops.weights import effective_sample_size, log_mean_exp, log_mean_stderr
 from ._tracing import (
-    check_positive_int,
     inspect_model,
     per_point_log_density,
     progress_bar,
@@ -108,7 +108,7 @@ def importance_log_weights(
         chunks.append(first[:3])
         done = 1
     else:
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        chunk_size = positive_int(chunk_size, "chunk_size")
         done = 0
     with progress_bar(num_samples, desc, progress) as bar:
         bar.update(done)
@@ -155,16 +155,10 @@ def importance_log_likelihood(
     :returns: tensor of shape ``[N]`` (``N`` = size of the data plate, or its subsample), or
         ``(estimates, diagnostics)``.
     """
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = positive_int(num_samples, "num_samples")
     with torch.no_grad():
         info = inspect_model(
-            model,
-            guide,
-            args,
-            kwargs,
-            max_plate_nesting=max_plate_nesting,
-            data_plate=data_plate,
-            caller="importance_log_likelihood",
+            model, guide, args, kwargs, max_plate_nesting, data_plate, "importance_log_likelihood"
         )
         log_w, _, _ = importance_log_weights(
             model,

@@ -22,10 +22,10 @@ import math
 
 import torch
 
+from .._checks import positive_int
 from ..ops.scores import score_and_laplacian
 from ..ops.sites import z_scores
 from ._tracing import (
-    check_positive_int,
     inspect_model,
     per_point,
     per_point_log_density,
@@ -39,16 +39,10 @@ def negative_elbo(
 ):
     """Monte Carlo :math:`-\\mathrm{ELBO}` per data point (``num_samples`` draws from the
     guide); shape ``[N]``."""
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = positive_int(num_samples, "num_samples")
     with torch.no_grad():
         info = inspect_model(
-            model,
-            guide,
-            args,
-            kwargs,
-            max_plate_nesting=max_plate_nesting,
-            data_plate=data_plate,
-            caller="negative_elbo",
+            model, guide, args, kwargs, max_plate_nesting, data_plate, "negative_elbo"
         )
         log_w, _, _ = importance_log_weights(
             model, guide, args, kwargs, num_samples=num_samples, info=info, progress=False
@@ -83,15 +77,9 @@ def posterior_fisher_divergence(
     between the guide and the exact posterior. Latents are differentiated in the space they are
     sampled in (no change of variables).
     """
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
-        model,
-        guide,
-        args,
-        kwargs,
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
-        caller="posterior_fisher_divergence",
+        model, guide, args, kwargs, max_plate_nesting, data_plate, "posterior_fisher_divergence"
     )
     total = 0.0
     for gq, gp, event_dim in _latent_scores(model, guide, info, args, kwargs, num_samples).values():
@@ -134,15 +122,9 @@ def score_matching_loss(
     likelihoods), else autograd (``laplacian``, ``num_projections`` as there). Observed sites
     must be continuous and real-valued.
     """
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
-        model,
-        guide,
-        args,
-        kwargs,
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
-        caller="score_matching_loss",
+        model, guide, args, kwargs, max_plate_nesting, data_plate, "score_matching_loss"
     )
     with torch.no_grad():
         gtr = run_vectorized(guide, num_samples, info, args, kwargs)
@@ -197,13 +179,7 @@ def reconstruction_mse(model, guide, *args, max_plate_nesting=None, data_plate=N
     to the guide's means ("encode, decode from the mean of q"; Wenliang, 2022, Appendix B.2):
     averaged over the elements of every observed site of the point. Shape ``[N]``."""
     info = inspect_model(
-        model,
-        guide,
-        args,
-        kwargs,
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
-        caller="reconstruction_mse",
+        model, guide, args, kwargs, max_plate_nesting, data_plate, "reconstruction_mse"
     )
     with torch.no_grad():
         gtr = run_vectorized(guide, 1, info, args, kwargs)
@@ -297,17 +273,11 @@ def elbo_surgery(
     :returns: dict with scalar tensors ``average_kl``, ``marginal_kl``, ``mutual_information``
         and ``stderr_marginal_kl`` (standard error of the Monte Carlo mean).
     """
-    num_samples = check_positive_int(num_samples, "num_samples")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    num_samples = positive_int(num_samples, "num_samples")
+    chunk_size = positive_int(chunk_size, "chunk_size")
     with torch.no_grad():
         info = inspect_model(
-            model,
-            guide,
-            args,
-            kwargs,
-            max_plate_nesting=max_plate_nesting,
-            data_plate=data_plate,
-            caller="elbo_surgery",
+            model, guide, args, kwargs, max_plate_nesting, data_plate, "elbo_surgery"
         )
         gtr = run_vectorized(guide, num_samples, info, args, kwargs)
         mtr = run_vectorized(model, num_samples, info, args, kwargs, replay_trace=gtr)
@@ -371,17 +341,11 @@ def low_posterior_samples(
     :returns: ``(latents, log_qz)``: a dict site → tensor ``[num_keep, *point_shape]`` (the
         latent of one data point) and the ``[num_keep]`` values of :math:`\\log q(z)`, ascending.
     """
-    num_prior_samples = check_positive_int(num_prior_samples, "num_prior_samples")
-    num_keep = check_positive_int(num_keep, "num_keep")
+    num_prior_samples = positive_int(num_prior_samples, "num_prior_samples")
+    num_keep = positive_int(num_keep, "num_keep")
     with torch.no_grad():
         info = inspect_model(
-            model,
-            guide,
-            args,
-            kwargs,
-            max_plate_nesting=max_plate_nesting,
-            data_plate=data_plate,
-            caller="low_posterior_samples",
+            model, guide, args, kwargs, max_plate_nesting, data_plate, "low_posterior_samples"
         )
         runs = max(1, math.ceil(num_prior_samples / info.num_points))
         prior = run_vectorized(model, runs, info, args, kwargs)

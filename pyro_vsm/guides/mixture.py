@@ -5,6 +5,8 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam
 
+from .._checks import positive_int
+
 
 def _generator(seed):
     if seed is None or isinstance(seed, torch.Generator):
@@ -76,9 +78,8 @@ class GaussianMixtureGuide(PyroModule):
         name=None,
     ):
         super().__init__(name=f"mixture_{site}" if name is None else name)
-        for value, what in ((latent_dim, "latent_dim"), (num_components, "num_components")):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        positive_int(latent_dim, "latent_dim")
+        positive_int(num_components, "num_components")
         if num_posteriors is not None and (
             isinstance(num_posteriors, bool) or int(num_posteriors) != num_posteriors
         ):

@@ -1,5 +1,6 @@
 r"""The score-matching losses' common base: particles and score traces on the grouped-loss core."""
 
+from .._checks import positive_int
 from ..ops.scores import check_laplacian_method
 from .grouped import GroupedLoss
 from .traces import DataLocator, trace_scores
@@ -34,12 +35,6 @@ class ScoreLoss(GroupedLoss):
         retain_graph=None,
     ):
         check_laplacian_method(laplacian)
-        if (
-            isinstance(num_projections, bool)
-            or int(num_projections) != num_projections
-            or num_projections < 1
-        ):
-            raise ValueError(f"num_projections must be a positive integer, got {num_projections!r}")
         super().__init__(
             schedule=schedule,
             num_particles=num_particles,
@@ -48,7 +43,7 @@ class ScoreLoss(GroupedLoss):
             retain_graph=retain_graph,
         )
         self.laplacian = laplacian
-        self.num_projections = int(num_projections)
+        self.num_projections = positive_int(num_projections, "num_projections")
         self._locator = DataLocator()
 
     def _score_traces(self, model, guide, args, kwargs, **options):

@@ -97,9 +97,7 @@ class BetaELBO(GroupedLoss):
         terms = negative_elbo_terms(self, model, guide, args, kwargs)
         params = {**terms.model_params, **terms.guide_params}
         return [
-            Objective(
-                "neg_elbo", terms.value, params, surrogate=terms.surrogate, sites=terms.sites
-            )
+            Objective("neg_elbo", terms.value, params, surrogate=terms.surrogate, sites=terms.sites)
         ]
 
     def _evaluate(self, model, guide, args, kwargs):

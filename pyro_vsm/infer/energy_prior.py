@@ -66,6 +66,7 @@ from .grouped import GroupedLoss, Objective, split_params, trace_params
 
 __all__ = ["EnergyPriorLoss", "ImportanceWeightedPriorLoss", "SSMPriorLoss"]
 
+
 # ----------------------------------------------------------------------------------------------
 # objectives and their routing
 # ----------------------------------------------------------------------------------------------
@@ -372,5 +373,3 @@ class ImportanceWeightedPriorLoss(EnergyPriorLoss):
         like = sites[0][1]["value"]
         total = self._tensor_like(total, like)
         return [Objective("log_z", total, None)]
-
-

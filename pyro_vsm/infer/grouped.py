@@ -249,7 +249,9 @@ class GroupedLoss(ELBO):
         self._before_step(model, guide, args, kwargs)
         phase = self.phase
         with torch.enable_grad(), hide_params():
-            objectives = self._objectives(model, guide, args, kwargs, phase=phase, create_graph=True)
+            objectives = self._objectives(
+                model, guide, args, kwargs, phase=phase, create_graph=True
+            )
         return phase, objectives
 
     def _checked_values(self, objectives, phase):

@@ -41,7 +41,9 @@ class JointFisherLoss(ScoreLoss):
                 require_reparam=True,
             )
         )
-        total, sites = self._average({**posterior_fisher_terms(st), **m1_terms(st)} for st in traces)
+        total, sites = self._average(
+            {**posterior_fisher_terms(st), **m1_terms(st)} for st in traces
+        )
         return total, sites, traces
 
     def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):

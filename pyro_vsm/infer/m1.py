@@ -1,6 +1,5 @@
 """M1 learning with separate guide updates (Algorithm 1 of Wenliang, 2022)."""
 
-
 from .base import ScoreLoss
 from .grouped import Objective, split_params
 from .inference import (

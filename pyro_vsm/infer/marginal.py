@@ -31,6 +31,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import sum_rightmost
 
+from .._checks import check_int, check_positive
 from ..errors import NonFiniteLossError, ScoreObjectiveError
 from .grouped import split_params
 from .m1 import M1Loss
@@ -172,16 +173,8 @@ class M3Loss(M2Loss):
 
     def __init__(self, inference="kl", guide_steps=1, bilevel_steps=0, bilevel_lr=1e-3, **kwargs):
         super().__init__(inference=inference, guide_steps=guide_steps, **kwargs)
-        if (
-            isinstance(bilevel_steps, bool)
-            or int(bilevel_steps) != bilevel_steps
-            or bilevel_steps < 0
-        ):
-            raise ValueError(f"bilevel_steps must be a non-negative integer, got {bilevel_steps!r}")
-        if not bilevel_lr > 0:
-            raise ValueError(f"bilevel_lr must be positive, got {bilevel_lr!r}")
-        self.bilevel_steps = int(bilevel_steps)
-        self.bilevel_lr = float(bilevel_lr)
+        self.bilevel_steps = check_int(bilevel_steps, "bilevel_steps", 0)
+        self.bilevel_lr = check_positive(bilevel_lr, "bilevel_lr")
         # with K > 0 the guide depends on θ through the unrolled updates, so the samples must be
         # reparametrised for the model gradient to include d z / d θ
         self._learning_latent_mode = "reparam" if self.bilevel_steps else "detach"

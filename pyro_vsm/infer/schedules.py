@@ -17,7 +17,9 @@ loss running on several processes can reduce them across processes first.
 """
 
 import math
-import numbers
+
+from .._checks import check_int as _count
+from .._checks import check_positive
 
 __all__ = [
     "AlternatingSchedule",
@@ -28,12 +30,6 @@ __all__ = [
     "Schedule",
     "SinglePhase",
 ]
-
-
-def _count(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class Schedule:
@@ -98,7 +94,9 @@ class CyclicSchedule(Schedule):
             name, repeats = (entry, 1) if isinstance(entry, str) else entry
             parsed.append((str(name), _count(repeats, f"repeats of phase {name!r}", 0)))
         if not parsed or sum(r for _, r in parsed) == 0:
-            raise ValueError(f"phases must contain a phase that repeats at least once, got {phases!r}")
+            raise ValueError(
+                f"phases must contain a phase that repeats at least once, got {phases!r}"
+            )
         self.phases = tuple(parsed)
         self._cycle = [name for name, r in parsed for _ in range(r)]
 
@@ -138,10 +136,7 @@ class AnnealingSchedule(SinglePhase):
 
     def __init__(self, beta=1.0, anneal_steps=0):
         super().__init__("joint")
-        ok = isinstance(beta, numbers.Real) and not isinstance(beta, bool)
-        if not (ok and math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite non-negative number, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_positive(beta, "beta", allow_zero=True)
         self.anneal_steps = _count(anneal_steps, "anneal_steps", 0)
 
     @property

@@ -290,7 +290,9 @@ def _train(case, steps, x, path=None, resume_from=None, checkpoint_at=None):
     svi = SVI(model, guide, optim, loss=loss)
     for step in range(start, steps):
         if step == checkpoint_at:
-            save_checkpoint(path, config={}, step=step, model=model, guide=guide, optim=optim, loss=loss)
+            save_checkpoint(
+                path, config={}, step=step, model=model, guide=guide, optim=optim, loss=loss
+            )
             return None
         svi.step(x)
     return _snapshot(_params(model, guide)), loss.state_dict()
