@@ -17,16 +17,13 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import pyro
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pyro_vsm.evaluation import ais_log_likelihood, importance_log_likelihood  # noqa: E402
-from tests.common import LinearGaussian  # noqa: E402
+from pyro_vsm.datasets import LinearGaussian
+from pyro_vsm.evaluation import ais_log_likelihood, importance_log_likelihood
 
 
 def _sync(device):

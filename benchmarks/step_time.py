@@ -35,8 +35,7 @@ from pyro_vsm import (
 )
 from pyro_vsm.distributions import GRBMEnergy
 from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
-from pyro_vsm.models import EnergyPriorVAE, GaussianVAE
-from pyro_vsm.models.networks import mlp
+from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, mlp
 
 LATENT = 20
 KW = dict(max_plate_nesting=1)

@@ -30,7 +30,7 @@ def test_own_grouped_loss_example_trains_the_right_groups():
     from pyro.infer import SVI
     from pyro.optim import Adam
 
-    from tests.common import LinearGaussian
+    from pyro_vsm.datasets import LinearGaussian
 
     namespace = {}
     exec(compile(_block("### One loss core"), "README-grouped-loss", "exec"), namespace)

@@ -2,7 +2,8 @@
 
 from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
-from .potentials import POTENTIALS, make_potential
+from .linear_gaussian import LinearGaussian
+from .potentials import POTENTIALS, make_potential, potential_log_partition
 from .sphere import SPHERE_TARGETS, make_sphere, sphere_log_prob, sphere_target
 from .synthetic import DATASETS_2D, make_2d
 
@@ -10,6 +11,7 @@ __all__ = [
     "DATASETS_2D",
     "LIBI_DATASETS",
     "LiBIData",
+    "LinearGaussian",
     "POTENTIALS",
     "SPHERE_TARGETS",
     "cubic_jte",
@@ -21,6 +23,7 @@ __all__ = [
     "make_sphere",
     "mobius",
     "mobius_transform",
+    "potential_log_partition",
     "sphere_log_prob",
     "sphere_target",
 ]

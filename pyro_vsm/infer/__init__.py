@@ -6,6 +6,7 @@ from .base import ScoreLoss
 from .beta_elbo import BetaELBO
 from .energy_prior import EnergyPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from .grouped import GroupedLoss, Objective
+from .inference import check_inference, guide_objective_terms, inference_latent_mode
 from .joint_fisher import JointFisherLoss
 from .lagging import LaggingInferenceELBO
 from .libi import LiBILoss
@@ -45,6 +46,9 @@ __all__ = [
     "Schedule",
     "ScoreLoss",
     "ScoreObjectiveError",
+    "check_inference",
+    "guide_objective_terms",
+    "inference_latent_mode",
     "SinglePhase",
     "trace_scores",
 ]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution
 
+from pyro_vsm.datasets import LinearGaussian
 from pyro_vsm.infer.traces import trace_scores
 from pyro_vsm.ops.scores import (
     autograd_score,
@@ -11,7 +12,6 @@ from pyro_vsm.ops.scores import (
     hutchinson_laplacian,
     score_and_laplacian,
 )
-from tests.common import LinearGaussian
 
 D = torch.float64
 

@@ -1,0 +1,149 @@
+r"""A linear-Gaussian VAE whose marginal, posterior, Fisher divergences and score-matching
+objectives are exact (:class:`LinearGaussian`)."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+__all__ = ["LinearGaussian"]
+
+
+class LinearGaussian:
+    r"""A linear-Gaussian VAE with every quantity in closed form: the ground truth of tests and
+    benchmarks of the estimators.
+
+    .. math::
+
+        p(z) = \mathcal N(0, I), \qquad p(x|z) = \mathcal N(Wz + b, \gamma I), \qquad
+        q(z|x) = \mathcal N(Ax + c, \operatorname{diag} s^2),
+
+    with random ``W, b, A, c, s`` drawn from ``seed`` and :math:`\gamma = 0.4`. The marginal
+    :math:`p(x) = \mathcal N(b, WW^\top + \gamma I)` and the posterior are Gaussian, so
+    :meth:`log_marginal`, :meth:`posterior`, :meth:`posterior_fisher`, :meth:`m1`, :meth:`m2`,
+    :meth:`m3`, :meth:`score_matching_loss` and :meth:`reconstruction_mse` are exact.
+
+    :param int dx: data dimension.
+    :param int dz: latent dimension.
+    :param int seed: seed of the random parameters.
+    :param bool learnable: make decoder (``W, b, log γ``) and encoder (``A, c, log s``) Pyro params
+        named ``dec_*`` and ``enc_*``.
+    :param dtype: the parameters' dtype.
+    :param device: the parameters' device (default: torch's default device).
+    """
+
+    def __init__(self, dx=3, dz=2, seed=0, learnable=False, dtype=torch.float64, device=None):
+        device = torch.get_default_device() if device is None else device
+        g = torch.Generator().manual_seed(seed)
+        kw = dict(dtype=dtype, device="cpu")
+        self.W = (torch.randn(dx, dz, generator=g, **kw) * 0.8).to(device)
+        self.b = (torch.randn(dx, generator=g, **kw) * 0.3).to(device)
+        self.gamma = torch.tensor(0.4, dtype=dtype).to(device)
+        self.A = (torch.randn(dz, dx, generator=g, **kw) * 0.4).to(device)
+        self.c = (torch.randn(dz, generator=g, **kw) * 0.1).to(device)
+        self.s = (0.3 + torch.rand(dz, generator=g, **kw)).to(device)
+        self.dx, self.dz, self.learnable = dx, dz, learnable
+
+    def decoder_params(self):
+        if not self.learnable:
+            return self.W, self.b, self.gamma
+        return (
+            pyro.param("dec_W", self.W.clone()),
+            pyro.param("dec_b", self.b.clone()),
+            pyro.param("dec_log_gamma", self.gamma.log()).exp(),
+        )
+
+    def encoder_params(self):
+        if not self.learnable:
+            return self.A, self.c, self.s
+        return (
+            pyro.param("enc_A", self.A.clone()),
+            pyro.param("enc_c", self.c.clone()),
+            pyro.param("enc_log_s", self.s.log()).exp(),
+        )
+
+    def params(self):
+        return self.decoder_params() + self.encoder_params()
+
+    def model(self, x):
+        W, b, gamma = self.decoder_params()
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample(
+                "z", dist.Normal(torch.zeros_like(b[: self.dz]), 1.0).expand([self.dz]).to_event(1)
+            )
+            pyro.sample("x", dist.Normal(z @ W.T + b, gamma.sqrt()).to_event(1), obs=x)
+
+    def guide(self, x):
+        A, c, s = self.encoder_params()
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
+
+    def exact_guide(self, x):
+        """The exact posterior p(z|x) as a guide."""
+        mu, P = self.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(mu, precision_matrix=P))
+
+    def sample_data(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        kw = dict(generator=g, dtype=self.W.dtype, device="cpu")
+        z = torch.randn(n, self.dz, **kw).to(self.W.device)
+        eps = torch.randn(n, self.dx, **kw).to(self.W.device)
+        return z @ self.W.T + self.b + self.gamma.sqrt() * eps
+
+    # ---- closed forms, per data point (shape [N]) ----
+    def m1(self, x):
+        W, b, gamma, A, c, s = self.W, self.b, self.gamma, self.A, self.c, self.s
+        m = x @ A.T + c
+        S = torch.diag(s**2)
+        resid = ((x - m @ W.T - b) ** 2).sum(-1)
+        tr = torch.trace(W @ S @ W.T)
+        guide_term = 0.5 * torch.trace(A.T @ torch.diag(s**-2) @ A)
+        return (resid + tr) / (2 * gamma**2) - self.dx / gamma + guide_term
+
+    def m2(self, x):
+        """Eq. 13 with the guide N(Ax + c, diag s²): (½‖r‖² + tr WSWᵀ)/γ² − d/γ, r = x − Wm − b."""
+        m = x @ self.A.T + self.c
+        r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
+        tr = torch.trace(self.W @ torch.diag(self.s**2) @ self.W.T)
+        return (0.5 * r2 + tr) / self.gamma**2 - self.dx / self.gamma
+
+    def m3(self, x):
+        """Eq. 15 with the guide N(Ax + c, diag s²): tr(AW)/γ − d/γ + ½‖r‖²/γ²."""
+        m = x @ self.A.T + self.c
+        r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
+        return (
+            torch.trace(self.A @ self.W) / self.gamma
+            - self.dx / self.gamma
+            + 0.5 * r2 / self.gamma**2
+        )
+
+    def posterior(self, x):
+        W, b, gamma = self.W, self.b, self.gamma
+        P = torch.eye(self.dz, dtype=W.dtype, device=W.device) + W.T @ W / gamma
+        mu = torch.linalg.solve(P, ((x - b) @ W).T / gamma).T
+        return mu, P
+
+    def posterior_fisher(self, x):
+        mu, P = self.posterior(x)
+        m = x @ self.A.T + self.c
+        mean_term = (((m - mu) @ P.T) ** 2).sum(-1)
+        half = torch.diag(self.s)
+        cov_term = ((P @ half - torch.diag(1 / self.s)) ** 2).sum()
+        return 0.5 * (mean_term + cov_term)
+
+    def marginal_cov(self):
+        eye = torch.eye(self.dx, dtype=self.W.dtype, device=self.W.device)
+        return self.W @ self.W.T + self.gamma * eye
+
+    def log_marginal(self, x):
+        return dist.MultivariateNormal(self.b, self.marginal_cov()).log_prob(x)
+
+    def score_matching_loss(self, x):
+        """Hyvärinen's J(x) = ½‖∇ log p(x)‖² + Δ log p(x) of the marginal N(b, WWᵀ + γI)."""
+        prec = torch.linalg.inv(self.marginal_cov())
+        score = -(x - self.b) @ prec
+        return 0.5 * (score**2).sum(-1) - torch.trace(prec)
+
+    def reconstruction_mse(self, x):
+        m = x @ self.A.T + self.c
+        return ((x - m @ self.W.T - self.b) ** 2).mean(-1)
