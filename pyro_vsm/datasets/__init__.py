@@ -2,6 +2,7 @@
 
 from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
+from .mvl import MVL_DATASETS_2D, mvl_log_prob
 from .potentials import POTENTIALS, make_potential
 from .synthetic import DATASETS_2D, make_2d
 
@@ -9,6 +10,7 @@ __all__ = [
     "DATASETS_2D",
     "LIBI_DATASETS",
     "LiBIData",
+    "MVL_DATASETS_2D",
     "POTENTIALS",
     "cubic_jte",
     "gaussian",
@@ -18,4 +20,5 @@ __all__ = [
     "make_potential",
     "mobius",
     "mobius_transform",
+    "mvl_log_prob",
 ]
