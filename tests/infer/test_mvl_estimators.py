@@ -397,3 +397,17 @@ def test_bad_alpha_and_kernel():
         svgd_mvl(Quadratic(), x, 1e-3, kernel="rbf")
     with pytest.raises(ValueError, match=r"svgd_mvl: kernel\(x\[:, None\], x\[None\]\) must"):
         svgd_mvl(Quadratic(), x, 1e-3, kernel=lambda a, b: (a - b).sum(-1).sum())
+
+
+def test_finiteness_check_follows_pyro_validation():
+    import pyro
+
+    x, _, _ = _gaussian_data(5)
+    x[0, 0] = math.nan
+    pyro.enable_validation(False)
+    try:  # no check, no host synchronisation: the nan propagates
+        assert torch.isnan(langevin_mvl(Quadratic(), x, 1e-3)[0])
+    finally:
+        pyro.enable_validation(True)
+    with pytest.raises(ValueError, match="non-finite"):
+        langevin_mvl(Quadratic(), x, 1e-3)

@@ -1,6 +1,6 @@
 r"""Minimum-velocity estimators of the score-matching objective in :math:`\mathbb R^d`.
 
-Wang, Cheng, Yueru, Zhu and Zhang (2020), Sections 3--3.4 and Appendices A--B. With the model
+Wang, Cheng, Li, Zhu and Zhang (2020), Sections 3--3.4 and Appendices A--B. With the model
 :math:`q_\theta(x) \propto e^{-E_\theta(x)}`, data :math:`x \sim p` and
 :math:`\xi \sim \mathcal N(0, I)`, every estimator takes one step of a sampler from the data
 with step size :math:`\epsilon`, measures the decrease of the energy and divides by
@@ -26,16 +26,18 @@ Conventions shared by all estimators:
   parameter gradient flows through the moved point :math:`x^-` and through the control
   variate (detaching either gives a wrong or a very noisy gradient);
 * ``noise`` (a tensor of ``x``'s shape) fixes :math:`\xi` (common random numbers); otherwise it
-  is drawn with ``generator``; the sample size of a Monte Carlo estimate is the batch size;
+  is drawn with ``generator`` (default: torch's global generator), one draw per data point;
 * the energy is evaluated several times per call inside
   ``torch.nn.utils.parametrize.cached()``, so parametrised layers (spectral normalisation) are
   computed once and every evaluation sees the same function (a power iteration between the
-  evaluations would change the energy by far more than :math:`\epsilon`).
+  evaluations would change the energy by far more than the :math:`O(\epsilon)` decrease being
+  measured).
 
 In float64 the estimators are accurate down to :math:`\epsilon \approx 10^{-6}` and beyond; in
 float32 the difference :math:`E(x) - E(x^-)` loses about :math:`|E|\,u/\epsilon` to rounding
-(:math:`u \approx 6\cdot 10^{-8}`), which limits :func:`langevin_mvl` and :func:`cd1` to
-:math:`\epsilon \gtrsim 10^{-4}`.
+(:math:`u \approx 6\cdot 10^{-8}`), which limits :func:`langevin_mvl`, :func:`cd1`,
+:func:`svgd_mvl` and :func:`spos_mvl` to :math:`\epsilon \gtrsim 10^{-4}`; :func:`dsm` is
+computed in a form without that cancellation and stays accurate below.
 
 References:
 
@@ -43,12 +45,16 @@ References:
     Ziyu Wang, Shuyu Cheng, Yueru Li, Jun Zhu, Bo Zhang (2020)
 [2] `Estimation of Non-Normalized Statistical Models by Score Matching`,
     Aapo Hyvärinen (2005)
-[3] `Stein Variational Gradient Descent: A General Purpose Bayesian Inference Algorithm`,
+[3] `Connections Between Score Matching, Contrastive Divergence, and Pseudolikelihood for Continuous-Valued Variables`,
+    Aapo Hyvärinen (2007)
+[4] `A Connection Between Score Matching and Denoising Autoencoders`,
+    Pascal Vincent (2011)
+[5] `Stein Variational Gradient Descent: A General Purpose Bayesian Inference Algorithm`,
     Qiang Liu, Dilin Wang (2016)
-[4] `A Kernelized Stein Discrepancy for Goodness-of-fit Tests`,
+[6] `A Kernelized Stein Discrepancy for Goodness-of-fit Tests`,
     Qiang Liu, Jason D. Lee, Michael Jordan (2016)
-[5] `Understanding and Accelerating Particle-Based Variational Inference`,
-    Chang Liu, Jingwei Zhuo, Pengyu Cheng, Ruiyi Zhang, Jun Zhu, Lawrence Carin (2019)
+[7] `Stochastic Particle-Optimization Sampling and the Non-Asymptotic Convergence Theory`,
+    Jianyi Zhang, Ruiyi Zhang, Lawrence Carin, Changyou Chen (2020)
 """
 
 import math
