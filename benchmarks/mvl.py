@@ -3,7 +3,7 @@
 One step = the estimator's batch mean on the same energy and data, then ``backward()`` into the
 energy's parameters (no optimiser). Estimators: :func:`pyro_vsm.infer.mvl.langevin_mvl`,
 :func:`~pyro_vsm.infer.mvl.dsm` and :func:`~pyro_vsm.infer.mvl.cd1` (each with its control
-variate) against :func:`pyro_vsm.infer.energy_prior.sliced_score_matching` (variance-reduced,
+variate) against :func:`pyro_vsm.ops.sliced_score_matching` (variance-reduced,
 one Rademacher projection: one input gradient and one Hessian-vector product, both with
 ``create_graph``). MVL needs one input gradient with ``create_graph`` and one extra energy
 evaluation, so its backward pass is one order of differentiation lower than SSM's.
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from pyro_vsm.distributions import MLPEnergy, QuadraticFormEnergy
-from pyro_vsm.infer.energy_prior import sliced_score_matching
 from pyro_vsm.infer.mvl import cd1, dsm, langevin_mvl
+from pyro_vsm.ops import sliced_score_matching
 
 STEP_SIZE = 1e-3
 ESTIMATORS = {

@@ -69,9 +69,8 @@ from pyro_vsm.datasets import DATASETS_2D, POTENTIALS, load_digits, make_2d, mak
 from pyro_vsm.datasets.potentials import potential_log_partition
 from pyro_vsm.distributions import GRBMEnergy
 from pyro_vsm.evaluation import energy_prior_log_likelihood, importance_log_likelihood
-from pyro_vsm.guides import DiagonalNormalEncoder
+from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
 from pyro_vsm.infer import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, VampPriorVAE, data_plate, mlp
 
 MODELS = ("VAE", "EVAE (IW)", "SSM", "Adv.", "VampPrior")

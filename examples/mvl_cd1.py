@@ -50,8 +50,8 @@ from torch import nn
 
 from pyro_vsm.datasets import make_2d, mvl_log_prob
 from pyro_vsm.distributions import QuadraticFormEnergy
-from pyro_vsm.infer.energy_prior import sliced_score_matching
 from pyro_vsm.infer.mvl import cd1, langevin_mvl
+from pyro_vsm.ops import sliced_score_matching
 
 STEP_SIZES = (1e-2, 1e-3, 1e-4)
 MVL_STEP_SIZE = 1e-3

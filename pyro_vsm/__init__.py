@@ -3,6 +3,7 @@
 from .infer import (
     AdversarialPriorLoss,
     BetaELBO,
+    GroupedLoss,
     ImportanceWeightedPriorLoss,
     JointFisherLoss,
     LaggingInferenceELBO,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdversarialPriorLoss",
     "BetaELBO",
+    "GroupedLoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
     "LaggingInferenceELBO",

@@ -4,6 +4,7 @@ from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
 from .mvl import MVL_DATASETS_2D, mvl_log_prob
 from .potentials import POTENTIALS, make_potential
+from .sphere import SPHERE_TARGETS, make_sphere, sphere_log_prob, sphere_target
 from .synthetic import DATASETS_2D, make_2d
 
 __all__ = [
@@ -12,13 +13,17 @@ __all__ = [
     "LiBIData",
     "MVL_DATASETS_2D",
     "POTENTIALS",
+    "SPHERE_TARGETS",
     "cubic_jte",
     "gaussian",
     "linear_jte",
     "load_digits",
     "make_2d",
     "make_potential",
+    "make_sphere",
     "mobius",
     "mobius_transform",
     "mvl_log_prob",
+    "sphere_log_prob",
+    "sphere_target",
 ]

@@ -11,8 +11,8 @@ energy's parameters (:math:`\\log Z` depends on them); those need their own obje
 """
 
 import torch
+from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
-from torch.distributions import constraints
 
 __all__ = ["EnergyDistribution"]
 
@@ -50,6 +50,12 @@ class EnergyDistribution(TorchDistribution):
     :param event_shape: shape of one ``z``; read from ``energy.event_shape`` (then from
         ``base.event_shape``) when not given.
     :param validate_args: as for torch distributions.
+    :param support: optional constraint declaring where ``z`` lives (default: all of
+        :math:`\\mathbb{R}^{\\text{event_shape}}`), e.g. ``constraints.sphere`` for an energy on
+        the unit sphere (``log_prob`` is then an unnormalized density with respect to the surface
+        measure, and losses such as minimum-velocity learning treat the site as spherical). A
+        constraint with fewer event dims than ``event_shape`` is made ``independent`` over the
+        rest.
     """
 
     arg_constraints = {}
@@ -57,7 +63,9 @@ class EnergyDistribution(TorchDistribution):
     #: ``log_prob`` omits the normalising constant :math:`\\log Z`.
     is_normalized = False
 
-    def __init__(self, energy, base=None, sampler=None, event_shape=None, validate_args=None):
+    def __init__(
+        self, energy, base=None, sampler=None, event_shape=None, validate_args=None, support=None
+    ):
         if not callable(energy):
             raise ValueError(f"energy must be callable (z -> E(z)), got {type(energy).__name__}")
         if sampler is not None and not callable(sampler):
@@ -87,6 +95,18 @@ class EnergyDistribution(TorchDistribution):
                     f"{tuple(base.event_shape)}; use base.to_event(...) to declare event dims"
                 )
             batch_shape = base.batch_shape
+        if support is not None:
+            if not isinstance(support, constraints.Constraint):
+                raise ValueError(f"support must be a constraint, got {support!r}")
+            extra = len(event_shape) - support.event_dim
+            if extra < 0:
+                raise ValueError(
+                    f"support {support} has {support.event_dim} event dims, more than "
+                    f"event_shape {tuple(event_shape)}"
+                )
+            if extra > 0:
+                support = constraints.independent(support, extra)
+        self._support = support
         self.energy = energy
         self.base = base
         self.sampler = sampler
@@ -94,6 +114,8 @@ class EnergyDistribution(TorchDistribution):
 
     @property
     def support(self):
+        if self._support is not None:
+            return self._support
         if not self.event_shape:
             return constraints.real
         return constraints.independent(constraints.real, len(self.event_shape))
@@ -113,6 +135,7 @@ class EnergyDistribution(TorchDistribution):
         new.energy = self.energy
         new.sampler = self.sampler
         new.base = None if self.base is None else self.base.expand(batch_shape)
+        new._support = self._support
         super(EnergyDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new

@@ -10,11 +10,11 @@
 * :func:`to_arviz`: export of importance/AIS diagnostics (optional ``[arviz]`` extra).
 """
 
+from ..ops import henze_zirkler, mmd, smooth_knn_statistic
 from .ais import ais_log_likelihood, annealing_schedule, log_partition
 from .arviz import to_arviz
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
 from .energy_prior import energy_prior_log_likelihood
-from .henze_zirkler import henze_zirkler
 from .importance import importance_log_likelihood, psis_khat
 from .metrics import (
     elbo_surgery,
@@ -25,7 +25,6 @@ from .metrics import (
     reconstruction_mse,
     score_matching_loss,
 )
-from .two_sample import mmd, smooth_knn_statistic
 
 __all__ = [
     "AISDiagnostics",

@@ -32,6 +32,8 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ..ops.sites import sample_sites, subsample_indices
+
 EVAL_PLATE = "_pyro_vsm_eval_samples"
 
 
@@ -55,7 +57,7 @@ def _vectorized_frames(site):
 
 
 def _sample_sites(trace):
-    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    return [site for _, site in sample_sites(trace)]
 
 
 def inspect_model(
@@ -136,11 +138,7 @@ def inspect_model(
                 )
 
     source = guide_trace if guide_trace is not None else model_trace
-    subsample = {
-        name: site["value"]
-        for name, site in source.nodes.items()
-        if site["type"] == "sample" and site_is_subsample(site)
-    }
+    subsample = subsample_indices(source)
     return ModelInfo(
         latents=[s["name"] for s in latents],
         observed=[s["name"] for s in observed],

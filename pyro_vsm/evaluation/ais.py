@@ -27,6 +27,7 @@ import pyro
 import torch
 from torch.distributions import biject_to
 
+from ..ops.weights import effective_sample_size, log_mean_exp, log_mean_stderr
 from ..samplers.hmc import BatchedHMC
 from ._tracing import (
     PointFlattener,
@@ -37,7 +38,7 @@ from ._tracing import (
     progress_bar,
     run_vectorized,
 )
-from .diagnostics import AISDiagnostics, effective_sample_size, log_mean_exp, log_mean_stderr
+from .diagnostics import AISDiagnostics
 
 SCHEDULES = ("sigmoid", "linear")
 

@@ -6,33 +6,9 @@ the log weights themselves so that anything else (ArviZ export, other tail diagn
 computed from them later.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
-
-
-def log_mean_exp(log_w, dim=0):
-    """:math:`\\log\\frac1S\\sum_s e^{\\ell_s}` along ``dim``, computed stably."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
-
-
-def effective_sample_size(log_w, dim=0):
-    """Kish's effective sample size :math:`(\\sum_s w_s)^2 / \\sum_s w_s^2` along ``dim``."""
-    return torch.exp(2 * torch.logsumexp(log_w, dim) - torch.logsumexp(2 * log_w, dim))
-
-
-def log_mean_stderr(log_w, dim=0):
-    """Delta-method standard error of :math:`\\log\\frac1S\\sum_s w_s` along ``dim``.
-
-    :math:`\\operatorname{se}(\\log\\bar w) \\approx \\operatorname{sd}(w) / (\\sqrt S\\,\\bar w)`,
-    computed from weights normalised by their maximum so that it never overflows.
-    """
-    s = log_w.shape[dim]
-    if s < 2:
-        return torch.full_like(log_w.select(dim, 0), float("nan"))
-    w = torch.exp(log_w - log_w.amax(dim, keepdim=True))
-    return w.std(dim) / (math.sqrt(s) * w.mean(dim))
 
 
 @dataclass

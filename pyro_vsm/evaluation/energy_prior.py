@@ -11,22 +11,14 @@ import inspect
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
+from ..ops.sites import latent_sites, unwrap_energy_distribution
 from .ais import ais_log_likelihood, log_partition
 from .importance import importance_log_likelihood
 
 __all__ = ["energy_prior_log_likelihood"]
 
 METHODS = ("importance", "ais")
-
-
-def _energy_distribution(fn):
-    while fn is not None:
-        if getattr(fn, "is_normalized", True) is False:
-            return fn
-        fn = getattr(fn, "base_dist", None)
-    return None
 
 
 def _energy_sites(model, guide, args, kwargs):
@@ -36,10 +28,8 @@ def _energy_sites(model, guide, args, kwargs):
             *args, **kwargs
         )
     sites = {}
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
-            continue
-        ed = _energy_distribution(site["fn"])
+    for name, site in latent_sites(model_trace):
+        ed = unwrap_energy_distribution(site["fn"])
         if ed is not None:
             sites[name] = (site, ed)
     if not sites:

@@ -18,6 +18,7 @@ import warnings
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
+from ..ops.weights import effective_sample_size, log_mean_exp, log_mean_stderr
 from ._tracing import (
     check_positive_int,
     inspect_model,
@@ -25,12 +26,7 @@ from ._tracing import (
     progress_bar,
     run_vectorized,
 )
-from .diagnostics import (
-    ImportanceDiagnostics,
-    effective_sample_size,
-    log_mean_exp,
-    log_mean_stderr,
-)
+from .diagnostics import ImportanceDiagnostics
 
 #: Default bound on the number of tensor elements one chunk of samples may hold (site values and
 #: log-densities of one vectorized model + guide run); about 256 MB in float32.

@@ -22,7 +22,8 @@ import math
 
 import torch
 
-from ..infer.scores import score_and_laplacian
+from ..ops.scores import score_and_laplacian
+from ..ops.sites import z_scores
 from ._tracing import (
     check_positive_int,
     inspect_model,
@@ -68,15 +69,8 @@ def _latent_scores(model, guide, info, args, kwargs, num_samples):
         mtr = run_vectorized(model, num_samples, info, args, kwargs, condition=values)
         log_q = per_point_log_density(gtr, info.latents, info).sum()
         log_p = per_point_log_density(mtr, info.latents + info.observed, info).sum()
-        names = list(values)
-        gq = torch.autograd.grad(log_q, [values[n] for n in names], allow_unused=True)
-        gp = torch.autograd.grad(log_p, [values[n] for n in names], allow_unused=True)
-    out = {}
-    for n, a, b in zip(names, gq, gp, strict=True):
-        a = torch.zeros_like(values[n]) if a is None else a
-        b = torch.zeros_like(values[n]) if b is None else b
-        out[n] = (a, b, info.event_dims[n])
-    return out
+    scores = z_scores(log_q, log_p, values)
+    return {n: (gq, gp, info.event_dims[n]) for n, (gq, gp) in scores.items()}
 
 
 def posterior_fisher_divergence(
@@ -136,7 +130,7 @@ def score_matching_loss(
     square of the mean, whose bias is :math:`\\operatorname{tr}\\operatorname{Cov}[g]/S`.
     :math:`\\mathbb{E}_{\\pi}[J]` equals the Fisher divergence between the data distribution
     :math:`\\pi` and the model up to a constant independent of the model (Hyvärinen, 2005): lower
-    is better. Laplacians use the closed forms of :mod:`pyro_vsm.infer.scores` (Gaussian
+    is better. Laplacians use the closed forms of :mod:`pyro_vsm.ops.scores` (Gaussian
     likelihoods), else autograd (``laplacian``, ``num_projections`` as there). Observed sites
     must be continuous and real-valued.
     """

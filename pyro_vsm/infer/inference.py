@@ -1,4 +1,4 @@
-"""Objectives assembled from :class:`~pyro_vsm.infer.tracing.ScoreTraces`.
+"""Objectives assembled from :class:`~pyro_vsm.infer.traces.ScoreTraces`.
 
 Each function returns ``{site name: scalar}``: the objective summed over the site's plates (with
 plate-subsampling scales applied, as ``Trace_ELBO`` does) and over the particles of one trace.
@@ -17,6 +17,8 @@ Inference (guide) objectives, Wenliang (2022), Section 3.3 and Algorithm 1:
   eq. 31), which can converge to low-density local optima (Section 3.3.2).
 """
 
+from pyro.distributions.util import sum_rightmost
+
 INFERENCE_OBJECTIVES = ("kl", "fisher", "fisher-reparam")
 
 
@@ -28,10 +30,6 @@ def check_inference(inference):
 def inference_latent_mode(inference):
     """Whether the inference objective differentiates through the sample (``"reparam"``)."""
     return "detach" if inference == "fisher" else "reparam"
-
-
-def _sum_event(t, event_dim):
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
 
 
 def negative_elbo_terms(st):
@@ -50,7 +48,7 @@ def posterior_fisher_terms(st):
     """Per-latent terms of :math:`\\tfrac12\\lVert\\nabla_z\\log q(z|x) - \\nabla_z\\log p(x,z)\\rVert^2`."""
     terms = {}
     for lat in st.latents:
-        sq = _sum_event((lat.score_q - lat.score_p).pow(2), lat.event_dim)
+        sq = sum_rightmost((lat.score_q - lat.score_p).pow(2), lat.event_dim)
         terms[lat.name] = lat.weight(0.5 * sq).sum()
     return terms
 
@@ -69,9 +67,9 @@ def m1_terms(st, include_guide_term=True):
     """
     terms = {}
     for obs in st.observed:
-        t = 0.5 * _sum_event(obs.score_p.pow(2), obs.event_dim) + obs.laplacian
+        t = 0.5 * sum_rightmost(obs.score_p.pow(2), obs.event_dim) + obs.laplacian
         if include_guide_term:
-            t = t + 0.5 * _sum_event(obs.score_q.pow(2), obs.event_dim)
+            t = t + 0.5 * sum_rightmost(obs.score_q.pow(2), obs.event_dim)
         terms[obs.name] = obs.weight(t).sum()
     return terms
 

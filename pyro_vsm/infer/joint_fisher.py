@@ -1,8 +1,7 @@
 """The joint Fisher divergence (Fisher autoencoder; Elkhalil et al., 2021)."""
 
-import torch
-
 from .base import ScoreLoss
+from .grouped import Objective, split_params
 from .inference import m1_terms, posterior_fisher_terms
 
 
@@ -26,42 +25,32 @@ class JointFisherLoss(ScoreLoss):
         :class:`~pyro_vsm.infer.base.ScoreLoss`.
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.num_steps = 0
-
-    def _objective(self, model, guide, args, kwargs, latent_mode, create_graph):
-        traces = self._score_traces(
-            model,
-            guide,
-            args,
-            kwargs,
-            latent_mode=latent_mode,
-            need_z_scores=True,
-            need_x_scores=True,
-            need_laplacian=True,
-            need_guide_x_scores=True,
-            create_graph=create_graph,
-            require_reparam=True,
+    def _terms(self, model, guide, args, kwargs, latent_mode, create_graph):
+        traces = list(
+            self._score_traces(
+                model,
+                guide,
+                args,
+                kwargs,
+                latent_mode=latent_mode,
+                need_z_scores=True,
+                need_x_scores=True,
+                need_laplacian=True,
+                need_guide_x_scores=True,
+                create_graph=create_graph,
+                require_reparam=True,
+            )
         )
-        return self._average({**posterior_fisher_terms(st), **m1_terms(st)} for st in traces)
+        total, sites = self._average({**posterior_fisher_terms(st), **m1_terms(st)} for st in traces)
+        return total, sites, traces
 
-    def loss(self, model, guide, *args, **kwargs):
-        """The joint Fisher divergence estimate (up to the data constant), as a float."""
-        with torch.enable_grad():
-            total, _ = self._objective(model, guide, args, kwargs, "detach", create_graph=False)
-        return total.detach().item()
+    def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):
+        total, sites, traces = self._terms(model, guide, args, kwargs, "reparam", True)
+        model_params, guide_params = split_params(
+            [st.model_trace for st in traces], [st.guide_trace for st in traces]
+        )
+        return [Objective("joint", total, {**model_params, **guide_params}, sites=sites)]
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        with torch.enable_grad():
-            total, _ = self._objective(model, guide, args, kwargs, "reparam", create_graph=True)
-        return total
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        with torch.enable_grad():
-            total, sites = self._objective(model, guide, args, kwargs, "reparam", create_graph=True)
-        value = self._check_finite(total, sites, f"step {self.num_steps}")
-        if total.requires_grad:
-            total.backward(retain_graph=self.retain_graph)
-        self.num_steps += 1
-        return value
+    def _evaluate(self, model, guide, args, kwargs):
+        total, _, _ = self._terms(model, guide, args, kwargs, "detach", False)
+        return total.detach()

@@ -1,22 +1,15 @@
 """M1 learning with separate guide updates (Algorithm 1 of Wenliang, 2022)."""
 
-import torch
 
 from .base import ScoreLoss
+from .grouped import Objective, split_params
 from .inference import (
     check_inference,
     guide_objective_terms,
     inference_latent_mode,
     m1_terms,
 )
-from .schedule import (
-    AlternatingSchedule,
-    backward_into,
-    expose_params,
-    hide_params,
-    routed,
-    split_params,
-)
+from .schedules import AlternatingSchedule
 
 
 class M1Loss(ScoreLoss):
@@ -66,22 +59,17 @@ class M1Loss(ScoreLoss):
 
     def __init__(self, inference="kl", guide_steps=1, **kwargs):
         check_inference(inference)
-        super().__init__(**kwargs)
+        super().__init__(schedule=AlternatingSchedule(guide_steps), **kwargs)
         self.inference = inference
-        self.schedule = AlternatingSchedule(guide_steps)
 
     @property
     def guide_steps(self):
+        r"""``J``, the guide updates per model update."""
         return self.schedule.guide_steps
-
-    @property
-    def phase(self):
-        """``"guide"`` or ``"model"``: the update the next step takes."""
-        return self.schedule.phase
 
     # ----------------------------------------------------------------------------------------
     def _inference_objective(self, model, guide, args, kwargs):
-        """``(total, per-site terms, traces)`` of the inference objective over the particles."""
+        r"""``(total, per-site terms, traces)`` of the inference objective over the particles."""
         mode = inference_latent_mode(self.inference)
         traces = list(
             self._score_traces(
@@ -97,16 +85,16 @@ class M1Loss(ScoreLoss):
         total, sites = self._average(guide_objective_terms(st, self.inference) for st in traces)
         return total, sites, traces
 
-    def _guide_step(self, model, guide, args, kwargs):
+    def _guide_objective(self, model, guide, args, kwargs):
         total, sites, traces = self._inference_objective(model, guide, args, kwargs)
         _, guide_params = split_params(
             [st.model_trace for st in traces], [st.guide_trace for st in traces]
         )
-        return total, sites, guide_params
+        return Objective("guide", total, guide_params, sites=sites)
 
     # hooks of the learning objective, shared with the M2/M3 losses -------------------------
     def _learning_trace_options(self, full):
-        """``trace_scores`` options the learning objective needs (``full``: the value of
+        r"""``trace_scores`` options the learning objective needs (``full``: the value of
         :meth:`loss`, including terms that only depend on the guide)."""
         return dict(need_x_scores=True, need_laplacian=True, need_guide_x_scores=full)
 
@@ -114,10 +102,10 @@ class M1Loss(ScoreLoss):
     _learning_latent_mode = "detach"
 
     def _learning_terms(self, traces, full):
-        """``(total, per-site terms)`` of the learning objective over the particles."""
+        r"""``(total, per-site terms)`` of the learning objective over the particles."""
         return self._average(m1_terms(st, include_guide_term=full) for st in traces)
 
-    def _model_step(self, model, guide, args, kwargs):
+    def _model_objective(self, model, guide, args, kwargs):
         traces = list(
             self._score_traces(
                 model,
@@ -133,44 +121,25 @@ class M1Loss(ScoreLoss):
         model_params, _ = split_params(
             [st.model_trace for st in traces], [st.guide_trace for st in traces]
         )
-        return total, sites, model_params
+        return Objective("model", total, model_params, sites=sites)
 
-    def _phase_objective(self, model, guide, args, kwargs):
-        phase = self.phase
-        step = self._guide_step if phase == "guide" else self._model_step
-        with torch.enable_grad(), hide_params():
-            total, sites, params = step(model, guide, args, kwargs)
-        return phase, total, sites, params
+    def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):
+        if phase == "guide":
+            return [self._guide_objective(model, guide, args, kwargs)]
+        return [self._model_objective(model, guide, args, kwargs)]
 
-    # ----------------------------------------------------------------------------------------
-    def loss(self, model, guide, *args, **kwargs):
-        """The M1 estimate (eq. 8) for the current parameters, as a float. Takes no step."""
-        with torch.enable_grad():
-            traces = list(
-                self._score_traces(
-                    model,
-                    guide,
-                    args,
-                    kwargs,
-                    latent_mode="detach",
-                    create_graph=False,
-                    **self._learning_trace_options(True),
-                )
+    def _evaluate(self, model, guide, args, kwargs):
+        r"""The M1 estimate (eq. 8), including the guide-only term."""
+        traces = list(
+            self._score_traces(
+                model,
+                guide,
+                args,
+                kwargs,
+                latent_mode="detach",
+                create_graph=False,
+                **self._learning_trace_options(True),
             )
-            total, _ = self._learning_terms(traces, True)
-        return total.detach().item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """One update of the schedule: gradients for the active group only."""
-        phase, total, sites, params = self._phase_objective(model, guide, args, kwargs)
-        value = self._check_finite(total, sites, f"step {self.schedule.step} ({phase} step)")
-        backward_into(total, params.values(), retain_graph=self.retain_graph)
-        expose_params(params)
-        self.schedule.advance()
-        return value
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        """One update of the schedule for plain torch optimizers (see the class docstring)."""
-        _, total, _, params = self._phase_objective(model, guide, args, kwargs)
-        self.schedule.advance()
-        return routed(total, params.values())
+        )
+        total, _ = self._learning_terms(traces, True)
+        return total.detach()

@@ -29,14 +29,11 @@ import contextlib
 
 import torch
 from pyro import poutine
+from pyro.distributions.util import sum_rightmost
 
+from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .grouped import split_params
 from .m1 import M1Loss
-from .schedule import split_params
-from .tracing import NonFiniteLossError, ScoreObjectiveError
-
-
-def _sum_event(t, event_dim):
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
 
 
 def _particle_sums(traces, max_plate_nesting):
@@ -73,7 +70,7 @@ def squared_mean_terms(traces, num_particles, max_plate_nesting):
     terms = {}
     s = num_particles
     for name, (sum_f, sum_sq, obs) in _particle_sums(traces, max_plate_nesting).items():
-        u = _sum_event(sum_f.pow(2) - sum_sq, obs.event_dim) / (s * (s - 1))
+        u = sum_rightmost(sum_f.pow(2) - sum_sq, obs.event_dim) / (s * (s - 1))
         weighted = obs.weight(u)
         if weighted.numel() != u.numel():
             raise ScoreObjectiveError(
@@ -87,7 +84,7 @@ def squared_mean_terms(traces, num_particles, max_plate_nesting):
 def m2_particle_terms(st):
     """Per-site :math:`\\lVert s^p\\rVert^2 + \\nabla_x\\cdot s^p` of one trace."""
     return {
-        obs.name: obs.weight(_sum_event(obs.score_p.pow(2), obs.event_dim) + obs.laplacian).sum()
+        obs.name: obs.weight(sum_rightmost(obs.score_p.pow(2), obs.event_dim) + obs.laplacian).sum()
         for obs in st.observed
     }
 
@@ -96,7 +93,7 @@ def m3_particle_terms(st):
     """Per-site :math:`s^q\\cdot s^p + \\nabla_x\\cdot s^p` of one trace."""
     return {
         obs.name: obs.weight(
-            _sum_event(obs.score_q * obs.score_p, obs.event_dim) + obs.laplacian
+            sum_rightmost(obs.score_q * obs.score_p, obs.event_dim) + obs.laplacian
         ).sum()
         for obs in st.observed
     }
@@ -195,12 +192,12 @@ class M3Loss(M2Loss):
     def _particle_terms(self, st):
         return m3_particle_terms(st)
 
-    def _model_step(self, model, guide, args, kwargs):
+    def _model_objective(self, model, guide, args, kwargs):
         if not self.bilevel_steps:
-            return super()._model_step(model, guide, args, kwargs)
+            return super()._model_objective(model, guide, args, kwargs)
         guide = self._unrolled_guide(model, guide, args, kwargs)
         with self._unrolled_context("the model step"):
-            return super()._model_step(model, guide, args, kwargs)
+            return super()._model_objective(model, guide, args, kwargs)
 
     @contextlib.contextmanager
     def _unrolled_context(self, where):
@@ -212,8 +209,9 @@ class M3Loss(M2Loss):
         except ValueError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise NonFiniteLossError(
-                f"M3Loss: the unrolled guide parameters left their domain in {where} of step "
-                f"{self.schedule.step} ({first}); lower bilevel_lr (now {self.bilevel_lr})"
+                f"M3Loss: non-finite loss: the unrolled guide parameters left their domain in "
+                f"{where} at step {self.step} (phase {self.phase!r}; {first}). No parameter was "
+                f"updated; lower bilevel_lr (now {self.bilevel_lr})"
             ) from e
 
     def _unrolled_guide(self, model, guide, args, kwargs):

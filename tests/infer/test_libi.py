@@ -18,7 +18,7 @@ from pyro_vsm.datasets import linear_jte
 from pyro_vsm.evaluation import henze_zirkler, importance_log_likelihood, smooth_knn_statistic
 from pyro_vsm.guides import DiagonalNormalEncoder
 from pyro_vsm.infer import BetaELBO, LaggingInferenceELBO, LiBILoss
-from pyro_vsm.infer.libi import aggregate_mutual_information
+from pyro_vsm.infer.lagging import aggregate_mutual_information
 from tests.common import LinearGaussian
 
 

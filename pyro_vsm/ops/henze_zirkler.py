@@ -93,7 +93,7 @@ def henze_zirkler_null_moments(n, p):
     return mean, var
 
 
-def _check_codes(codes):
+def _check_codes(codes, check=True):
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
     if not codes.is_floating_point():
@@ -107,16 +107,28 @@ def _check_codes(codes):
         raise ValueError(f"codes must have at least one coordinate, got shape {tuple(codes.shape)}")
     if n < 2:
         raise ValueError(f"codes needs at least 2 points, got {n}")
-    if not bool(torch.isfinite(codes).all()):
+    if check and not bool(torch.isfinite(codes).all()):
         raise ValueError("codes contains non-finite values")
     return codes
 
 
-def _whiten(x, jitter):
-    """Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n)."""
+def _whiten(x, jitter, check=True):
+    """Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
+
+    With ``check=False`` nothing is read back to the host: degenerate codes give non-finite
+    values instead of an error."""
     n, p = x.shape
     xc = x - x.mean(0, keepdim=True)
     var = (xc * xc).mean(0)  # divisor n
+    if not check:
+        s = xc / var.sqrt()
+        if p == 1:
+            return s / math.sqrt(1.0 + jitter) if jitter else s
+        eye = torch.eye(p, dtype=x.dtype, device=x.device)
+        corr = s.T @ s / n
+        chol, info = torch.linalg.cholesky_ex(0.5 * (corr + corr.T) + jitter * eye)
+        chol = torch.where(info == 0, chol, torch.full_like(chol, float("nan")))
+        return torch.linalg.solve_triangular(chol, s.T, upper=False).T
     # A constant coordinate can have a variance of rounding size (the mean is inexact), so compare
     # with the coordinate's magnitude: below (SINGULAR_RTOL * eps)^2 * mean(x^2) it is constant.
     floor = (SINGULAR_RTOL * torch.finfo(x.dtype).eps) ** 2 * (x * x).mean(0).detach()
@@ -150,7 +162,7 @@ def _whiten(x, jitter):
     return torch.linalg.solve_triangular(chol, s.T, upper=False).T
 
 
-def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0):
+def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0, check=True):
     r"""The Henze--Zirkler multivariate normality statistic of ``codes`` (differentiable).
 
     :param torch.Tensor codes: ``(n, p)`` real floating-point tensor of ``n >= 2`` points (a
@@ -163,18 +175,21 @@ def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0):
         which keeps the statistic scale invariant. ``0`` (default) computes the exact statistic
         and raises :class:`ValueError` on a singular covariance; a small value (e.g. ``1e-6``)
         makes degenerate codes return a (large) finite value instead, e.g. inside a penalty.
+    :param bool check: check the values of ``codes`` (finite, non-degenerate). ``False`` reads
+        nothing back to the host, as a training step needs: non-finite or degenerate codes then
+        give a non-finite statistic instead of an error.
     :returns: a 0-d tensor ``HZ`` (dtype and device of ``codes``), or ``(HZ, p_value)``.
     :raises ValueError: if ``codes`` does not have shape ``(n, p)``/``(n,)``, has fewer than 2
         points, contains non-finite values, or has a singular covariance with ``jitter == 0``.
     """
-    codes = _check_codes(codes)
+    codes = _check_codes(codes, check)
     jitter = float(jitter)
     if not (math.isfinite(jitter) and jitter >= 0.0):
         raise ValueError(f"jitter must be a finite non-negative number, got {jitter!r}")
     n, p = codes.shape
     b2 = henze_zirkler_beta(n, p) ** 2
 
-    y = _whiten(codes, jitter)
+    y = _whiten(codes, jitter, check)
     d_i = (y * y).sum(-1)
     d_ij = (d_i[:, None] + d_i[None, :] - 2.0 * (y @ y.T)).clamp_min(0.0)
     d_ij = d_ij.masked_fill(torch.eye(n, dtype=torch.bool, device=y.device), 0.0)  # D_ii = 0

@@ -4,7 +4,7 @@ One call of :func:`trace_scores` runs the guide once, replays the model on the g
 values and returns, per observed site and per latent site, the pieces a score objective needs:
 
 * ``∇ₓ log p(x|z)`` and ``Δₓ log p(x|z)`` for every observed site (closed form for Gaussian
-  likelihoods, see :mod:`pyro_vsm.infer.scores`), per particle and per data point;
+  likelihoods, see :mod:`pyro_vsm.ops.scores`), per particle and per data point;
 * ``∇ₓ log q(z|x)`` **at fixed z**: the guide is re-run on a ``requires_grad`` copy of its data
   argument while the latent values are replayed, so the derivative does not flow through the
   reparametrised ``z(x)``. With vectorized particles one batched backward pass returns one score per
@@ -29,15 +29,9 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import constraints
 
-from .scores import score_and_laplacian
-
-
-class ScoreObjectiveError(ValueError):
-    """A model/guide pair or data that a score objective cannot handle."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised instead of taking an optimizer step on a NaN or infinite loss."""
+from ..errors import ScoreObjectiveError
+from ..ops.scores import score_and_laplacian
+from ..ops.sites import latent_sites, subsample_indices, z_scores
 
 
 def _is_real_support(support):
@@ -90,14 +84,6 @@ class ScoreTraces:
     num_vectorized: int
     observed: list = field(default_factory=list)
     latents: list = field(default_factory=list)
-
-
-def _latent_names(guide_trace):
-    return [
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
 
 
 def _check_latents(guide_trace, names, require_reparam, require_continuous, loss_name):
@@ -292,15 +278,11 @@ def trace_scores(
     guide_needs_graph = not detach or need_z_scores
     with torch.set_grad_enabled(guide_needs_graph and torch.is_grad_enabled()):
         full_guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    names = _latent_names(full_guide_trace)
+    names = [name for name, _ in latent_sites(full_guide_trace)]
     _check_latents(
         full_guide_trace, names, require_reparam and not detach, need_z_scores, loss_name
     )
-    subsamples = {
-        name: site["value"]
-        for name, site in full_guide_trace.nodes.items()
-        if site["type"] == "sample" and site_is_subsample(site)
-    }
+    subsamples = subsample_indices(full_guide_trace)
 
     values = {}
     for name in names:
@@ -454,7 +436,6 @@ def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, r
     """Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
     model_trace, guide_trace = result.model_trace, result.guide_trace
     names = list(values)
-    inputs = [values[n] for n in names]
     with torch.enable_grad():
         log_p = 0.0
         for site in model_trace.nodes.values():
@@ -471,13 +452,11 @@ def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, r
         for n, site in zip(names, q_sites, strict=True):
             lq = site["fn"].log_prob(values[n])
             log_q = log_q + scale_and_mask(lq, site["scale"], site["mask"]).sum()
-        grads_p = torch.autograd.grad(log_p, inputs, create_graph=create_graph, allow_unused=True)
-        grads_q = torch.autograd.grad(log_q, inputs, create_graph=create_graph, allow_unused=True)
-    for n, v, gp, gq in zip(names, inputs, grads_p, grads_q, strict=True):
+    scores = z_scores(log_q, log_p, values, create_graph=create_graph)
+    for n, (gq, gp) in scores.items():
         site = guide_trace.nodes[n]
         scale = site["scale"]
-        gp = torch.zeros_like(v) if gp is None else gp
-        gq = torch.zeros_like(v) if gq is None else gq
+        v = values[n]
         # a latent's score is the gradient of the joint in which its own plate scale is 1
         result.latents.append(
             LatentScores(

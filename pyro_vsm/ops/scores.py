@@ -23,6 +23,7 @@ import math
 import torch
 import torch.distributions as tdist
 from pyro.distributions.torch_distribution import ExpandedDistribution
+from pyro.distributions.util import sum_rightmost
 
 LAPLACIAN_METHODS = ("auto", "exact", "hutchinson")
 #: Largest number of event elements for which ``laplacian="auto"`` uses the exact autograd loop
@@ -56,10 +57,6 @@ def has_closed_form(fn):
     return _unwrap_gaussian(fn) is not None
 
 
-def _sum_event(t, event_dim):
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
-
-
 def _event_numel(fn):
     return math.prod(fn.event_shape) if len(fn.event_shape) else 1
 
@@ -87,7 +84,7 @@ def closed_form_score_and_laplacian(fn, value):
         loc, scale = params
         precision = scale.pow(-2)
         score = (loc - value) * precision
-        lap = -_sum_event(
+        lap = -sum_rightmost(
             precision.expand(torch.broadcast_shapes(precision.shape, full)), event_dim
         )
         return score.expand(full), lap.expand(fn.batch_shape)
@@ -101,7 +98,7 @@ def closed_form_score_and_laplacian(fn, value):
     # dims reinterpreted by Independent around the MVN are summed too
     extra = event_dim - 1
     lap = lap.expand(torch.broadcast_shapes(lap.shape, full[:-1]))
-    return score.expand(full), _sum_event(lap, extra).expand(fn.batch_shape)
+    return score.expand(full), sum_rightmost(lap, extra).expand(fn.batch_shape)
 
 
 def autograd_score(fn, value, create_graph=True):
