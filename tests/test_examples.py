@@ -13,6 +13,8 @@ EXAMPLES = [
     ("libi.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
+    ("mvl_variance.py", []),
+    ("mvl_cd1.py", []),
     ("sphere_density.py", []),
 ]
 

@@ -4,9 +4,13 @@ r"""Synthetic 2-D data sets, deterministic given a seed.
 the call: no global random state is read or changed) in float64 on the CPU and converts to the
 requested ``dtype``/``device`` at the end, so the values do not depend on the device and the
 float32 data are the float64 data rounded once. All sets are centred near the origin with
-per-coordinate standard deviations between about 0.5 and 1.6.
+per-coordinate standard deviations between about 0.5 and 1.6, except the sets of minimum velocity
+learning, kept at their paper's scale (:mod:`pyro_vsm.datasets.mvl`).
 
 Standard toy sets: ``banana``, ``rings``, ``8gaussians``, ``checkerboard``, ``2spirals``.
+
+Sets of *A Wasserstein minimum velocity approach* (:mod:`pyro_vsm.datasets.mvl`): ``mvl-banana``,
+``cosine``.
 
 Sets of *Variational score matching failure* (Section 5.1, Figure 3, Appendix B.1, Figures 6--7).
 The paper names only one of its "five synthetic datasets" (the "star dataset" of Figure 6) and
@@ -49,6 +53,8 @@ import math
 
 import numpy as np
 import torch
+
+from .mvl import MVL_DATASETS_2D
 
 
 def _banana(rng, n):
@@ -113,6 +119,7 @@ DATASETS_2D = {
     "2spirals": _two_spirals,
     "star": _star,
     "mixture": _mixture,
+    **MVL_DATASETS_2D,
 }
 
 # Other accepted names: the reference code calls ``star`` "sparse".

@@ -317,6 +317,11 @@ class QuadraticFormEnergy(nn.Module):
     :param hidden: widths of the hidden layers of :math:`\\psi_\\theta`.
     :param activation: a ``torch.nn.Module`` class or instance (default ``nn.Tanh``).
     :param float confinement: :math:`\\lambda \\ge 0` (default 0.01).
+    :param bool spectral_norm: spectral normalisation (Miyato et al. 2018) of the layers that
+        produce the hidden units (all but the output layer), as in Wang et al.'s experiments
+        (``torch.nn.utils.parametrizations.spectral_norm``: one power iteration per forward pass
+        in training mode; inside ``torch.nn.utils.parametrize.cached()`` the normalised weights
+        are computed once, so that several evaluations of the energy see the same function).
     """
 
     def __init__(
@@ -326,13 +331,21 @@ class QuadraticFormEnergy(nn.Module):
         activation=nn.Tanh,
         confinement=0.01,
         *,
+        spectral_norm=False,
         dtype=None,
         device=None,
     ):
         super().__init__()
         self.dim = _positive_int(dim, "dim")
         self.confinement = check_positive(confinement, "confinement", allow_zero=True)
+        if not isinstance(spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be True or False, got {spectral_norm!r}")
         self.psi = _mlp(dim, _hidden_sizes(hidden), dim, activation, dtype, device)
+        if spectral_norm:
+            linears = [m for m in self.psi if isinstance(m, nn.Linear)]
+            for layer in linears[:-1]:
+                nn.utils.parametrizations.spectral_norm(layer)
+        self.spectral_norm = spectral_norm
         self.event_shape = torch.Size([dim])
 
     def forward(self, z):
@@ -340,7 +353,8 @@ class QuadraticFormEnergy(nn.Module):
         return (z * self.psi(z)).sum(-1) + 0.5 * self.confinement * z.pow(2).sum(-1)
 
     def extra_repr(self):
-        return f"dim={self.dim}, confinement={self.confinement}"
+        sn = ", spectral_norm=True" if self.spectral_norm else ""
+        return f"dim={self.dim}, confinement={self.confinement}{sn}"
 
 
 class TiltedGaussianEnergy(nn.Module):
