@@ -55,7 +55,7 @@ def check_positive(value, name, allow_none=False, allow_zero=False):
     if not ok:
         kind = "non-negative" if allow_zero else "positive"
         extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a finite {kind} number{extra}, got {value!r}")
+        raise ValueError(f"{name} must be a {kind} finite number{extra}, got {value!r}")
     return float(value)
 
 

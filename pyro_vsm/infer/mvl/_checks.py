@@ -1,24 +1,12 @@
 r"""Argument checks shared by the minimum-velocity estimators (one place, one wording)."""
 
-import math
-import numbers
-
 import torch
 from pyro.infer.util import is_validation_enabled
 
-
-def _real(value, name, allow_zero=False):
-    """``value`` as a float if it is a finite real number (not a bool or a tensor), positive or
-    (``allow_zero``) non-negative; else ``ValueError`` naming ``name``."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        sign = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {sign} finite number, got {value!r}")
-    return float(value)
+from ..._checks import check_positive
 
 
-def check_inputs(fn, energy, x, step_size, noise=None, generator=None):
+def check_inputs(fn, energy, x, step_size, noise=None, generator=None, min_dim=1):
     r"""Checks the arguments every estimator shares and returns ``(x, step_size, noise)``.
 
     ``x`` comes back detached, ``step_size`` as a float and ``noise`` detached in ``x``'s dtype and
@@ -32,13 +20,16 @@ def check_inputs(fn, energy, x, step_size, noise=None, generator=None):
     :param step_size: :math:`\epsilon`, a positive finite real number.
     :param noise: ``None`` or a tensor of ``x``'s shape.
     :param generator: ``None`` or a :class:`torch.Generator` (not together with ``noise``).
+    :param int min_dim: the least number of coordinates ``d`` of ``x``.
     """
     if not callable(energy):
         raise ValueError(f"{fn}: energy must be callable x[..., d] -> E[...], got {energy!r}")
-    if not torch.is_tensor(x) or x.dim() != 2 or not x.is_floating_point():
+    if not torch.is_tensor(x) or x.dim() != 2 or x.shape[-1] < min_dim or not x.is_floating_point():
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"{fn}: x must be a floating-point tensor of shape [B, d], got {got}")
-    step_size = _real(step_size, f"{fn}: step_size")
+        raise ValueError(
+            f"{fn}: x must be a floating-point tensor of shape [B, d] with d >= {min_dim}, got {got}"
+        )
+    step_size = check_positive(step_size, f"{fn}: step_size")
     x = x.detach()
     validate = is_validation_enabled()
     if validate and not bool(torch.isfinite(x).all()):

@@ -62,7 +62,8 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from ._checks import _real, check_energy, check_inputs
+from ..._checks import check_positive
+from ._checks import check_energy, check_inputs
 
 __all__ = ["cd1", "dsm", "langevin_mvl", "median_bandwidth", "spos_mvl", "svgd_mvl"]
 
@@ -374,7 +375,7 @@ def spos_mvl(
     """
     fn = "spos_mvl"
     x, eps, noise = check_inputs(fn, energy, x, step_size, noise, generator)
-    alpha = _real(alpha, f"{fn}: alpha", allow_zero=True)
+    alpha = check_positive(alpha, f"{fn}: alpha", allow_zero=True)
     with torch.enable_grad(), parametrize.cached():
         e0, g = _energy_and_grad(fn, energy, x, create_graph=True)
         phi = _svgd_direction(fn, x, g, kernel)
