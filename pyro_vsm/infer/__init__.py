@@ -12,6 +12,7 @@ from .lagging import LaggingInferenceELBO
 from .libi import LiBILoss
 from .m1 import M1Loss
 from .marginal import M2Loss, M3Loss
+from .mvl import MVLLoss, MVLPriorLoss
 from .schedules import (
     AlternatingSchedule,
     AnnealingSchedule,
@@ -39,6 +40,8 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MVLLoss",
+    "MVLPriorLoss",
     "NonFiniteLossError",
     "Objective",
     "RoundsSchedule",
