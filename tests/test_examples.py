@@ -15,6 +15,7 @@ EXAMPLES = [
     ("fisher_inference_optima.py", []),
     ("mvl_variance.py", []),
     ("mvl_cd1.py", []),
+    ("mvl_density.py", []),
     ("sphere_density.py", []),
 ]
 
