@@ -1,4 +1,4 @@
-"""Training checkpoints: model, guide, optimizer and loss state, step and RNG state.
+r"""Training checkpoints: model, guide, optimizer and loss state, step and RNG state.
 
 Checkpoints are plain dictionaries of tensors and Python scalars written with :func:`torch.save`
 and read with ``torch.load(weights_only=True)``, so loading never unpickles arbitrary objects.
@@ -21,7 +21,7 @@ _KEYS = {
 
 
 def save_checkpoint(path, *, config, step, model, guide, optim, loss=None):
-    """Writes a checkpoint atomically (a temporary file renamed over ``path``).
+    r"""Writes a checkpoint atomically (a temporary file renamed over ``path``).
 
     :param dict config: JSON-like run configuration (data set, loss, architecture, optimizer).
     :param int step: number of ``svi.step`` calls taken.
@@ -50,7 +50,7 @@ def save_checkpoint(path, *, config, step, model, guide, optim, loss=None):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Reads a checkpoint with ``torch.load(weights_only=True)``.
+    r"""Reads a checkpoint with ``torch.load(weights_only=True)``.
 
     :raises FileNotFoundError: when ``path`` does not exist.
     :raises ValueError: when the file is not a readable pyro-vsm checkpoint.
@@ -76,7 +76,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def restore(state, *, model, guide, optim, loss=None, rng=True):
-    """Loads a checkpoint's state into freshly built objects (and the RNG, with ``rng=True``).
+    r"""Loads a checkpoint's state into freshly built objects (and the RNG, with ``rng=True``).
 
     A loss that builds modules on its first call needs ``loss.prepare(model, guide, *args)``
     before this. A version-1 checkpoint restores only the loss's schedule (all that version held).

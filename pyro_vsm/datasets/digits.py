@@ -60,7 +60,7 @@ def load_digits(
     split_seed=0,
     return_labels=False,
 ):
-    """``(train, test)``: the 8×8 digits as ``(1437, 64)`` and ``(360, 64)`` tensors.
+    r"""``(train, test)``: the 8×8 digits as ``(1437, 64)`` and ``(360, 64)`` tensors.
 
     :param binarize: ``True``/``"threshold"`` (pixel/16 > 0.5), ``"stochastic"`` (Bernoulli
         with probability pixel/16, drawn with ``seed``) or ``False``.

@@ -69,7 +69,7 @@ MOBIUS_SIGMA2 = 1e-5
 
 @dataclass(frozen=True)
 class LiBIData:
-    """A LiBI synthetic data set with its ground truth.
+    r"""A LiBI synthetic data set with its ground truth.
 
     :ivar torch.Tensor x: ``(n, d_x)`` observations.
     :ivar torch.Tensor z: ``(n, 2)`` latent codes that generated ``x`` (draws from N(0, I)).
@@ -109,7 +109,7 @@ def _tensor(arr, dtype, device):
 
 
 def _sample_noise(rng, n, cov):
-    """``n`` draws of N(0, cov) for a diagonal ``cov`` (float64, shape (n, d))."""
+    r"""``n`` draws of N(0, cov) for a diagonal ``cov`` (float64, shape (n, d))."""
     return rng.normal(size=(n, cov.shape[0])) * np.sqrt(np.diag(cov))
 
 

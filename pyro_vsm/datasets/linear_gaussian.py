@@ -78,7 +78,7 @@ class LinearGaussian:
             pyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
 
     def exact_guide(self, x):
-        """The exact posterior p(z|x) as a guide."""
+        r"""The exact posterior p(z|x) as a guide."""
         mu, P = self.posterior(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(mu, precision_matrix=P))
@@ -101,14 +101,14 @@ class LinearGaussian:
         return (resid + tr) / (2 * gamma**2) - self.dx / gamma + guide_term
 
     def m2(self, x):
-        """Eq. 13 with the guide N(Ax + c, diag s²): (½‖r‖² + tr WSWᵀ)/γ² − d/γ, r = x − Wm − b."""
+        r"""Eq. 13 with the guide N(Ax + c, diag s²): (½‖r‖² + tr WSWᵀ)/γ² − d/γ, r = x − Wm − b."""
         m = x @ self.A.T + self.c
         r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
         tr = torch.trace(self.W @ torch.diag(self.s**2) @ self.W.T)
         return (0.5 * r2 + tr) / self.gamma**2 - self.dx / self.gamma
 
     def m3(self, x):
-        """Eq. 15 with the guide N(Ax + c, diag s²): tr(AW)/γ − d/γ + ½‖r‖²/γ²."""
+        r"""Eq. 15 with the guide N(Ax + c, diag s²): tr(AW)/γ − d/γ + ½‖r‖²/γ²."""
         m = x @ self.A.T + self.c
         r2 = ((x - m @ self.W.T - self.b) ** 2).sum(-1)
         return (
@@ -139,7 +139,7 @@ class LinearGaussian:
         return dist.MultivariateNormal(self.b, self.marginal_cov()).log_prob(x)
 
     def score_matching_loss(self, x):
-        """Hyvärinen's J(x) = ½‖∇ log p(x)‖² + Δ log p(x) of the marginal N(b, WWᵀ + γI)."""
+        r"""Hyvärinen's J(x) = ½‖∇ log p(x)‖² + Δ log p(x) of the marginal N(b, WWᵀ + γI)."""
         prec = torch.linalg.inv(self.marginal_cov())
         score = -(x - self.b) @ prec
         return 0.5 * (score**2).sum(-1) - torch.trace(prec)

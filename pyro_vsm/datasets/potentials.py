@@ -89,7 +89,7 @@ def _w3(z):
 
 
 def _neg_log_two_bumps(a, b):
-    """:math:`-\\ln(e^{-a^2/2} + e^{-b^2/2})`."""
+    r""":math:`-\ln(e^{-a^2/2} + e^{-b^2/2})`."""
     return -torch.logaddexp(-0.5 * a**2, -0.5 * b**2)
 
 
@@ -103,27 +103,27 @@ def _check(z):
 
 
 def u1(z):
-    """:math:`U_1` (ring with two lobes), shape ``z.shape[:-1]``."""
+    r""":math:`U_1` (ring with two lobes), shape ``z.shape[:-1]``."""
     z = _check(z)
     ring = 0.5 * ((torch.linalg.vector_norm(z, dim=-1) - 2) / 0.4) ** 2
     return ring + _neg_log_two_bumps((z[..., 0] - 2) / 0.6, (z[..., 0] + 2) / 0.6)
 
 
 def u2(z):
-    """:math:`U_2` (sine band), shape ``z.shape[:-1]``."""
+    r""":math:`U_2` (sine band), shape ``z.shape[:-1]``."""
     z = _check(z)
     return 0.5 * ((z[..., 1] - _w1(z)) / 0.4) ** 2
 
 
 def u3(z):
-    """:math:`U_3` (sine band splitting around :math:`z_1 = 1`), shape ``z.shape[:-1]``."""
+    r""":math:`U_3` (sine band splitting around :math:`z_1 = 1`), shape ``z.shape[:-1]``."""
     z = _check(z)
     r = z[..., 1] - _w1(z)
     return _neg_log_two_bumps(r / 0.35, (r + _w2(z)) / 0.35)
 
 
 def u4(z):
-    """:math:`U_4` (sine band with a sigmoid-shifted copy), shape ``z.shape[:-1]``."""
+    r""":math:`U_4` (sine band with a sigmoid-shifted copy), shape ``z.shape[:-1]``."""
     z = _check(z)
     r = z[..., 1] - _w1(z)
     return _neg_log_two_bumps(r / 0.4, (r + _w3(z)) / 0.35)
@@ -149,7 +149,7 @@ def _name(name):
 
 
 def make_potential(name, n, seed=0, dtype=torch.float32, device=None):
-    """``n`` i.i.d. draws from :math:`p(z) \\propto e^{-U(z)}` on :math:`[-4, 4]^2`, ``(n, 2)``.
+    r"""``n`` i.i.d. draws from :math:`p(z) \propto e^{-U(z)}` on :math:`[-4, 4]^2`, ``(n, 2)``.
 
     Exact rejection sampling from the uniform distribution on the box (module docstring).
 
@@ -188,7 +188,7 @@ def _grid(num_grid):
 
 @functools.lru_cache(maxsize=32)
 def potential_log_partition(name, num_grid=2000):
-    """:math:`\\log Z = \\log\\int_{[-4,4]^2} e^{-U(z)}dz` by the midpoint rule on a
+    r""":math:`\log Z = \log\int_{[-4,4]^2} e^{-U(z)}dz` by the midpoint rule on a
     ``num_grid`` × ``num_grid`` grid (float64; with the default the relative error is far below
     :math:`10^{-6}`).
     """
@@ -199,7 +199,7 @@ def potential_log_partition(name, num_grid=2000):
 
 
 def potential_log_prob(name, z):
-    """Normalised :math:`\\log p(z) = -U(z) - \\log Z` (``-inf`` outside the box)."""
+    r"""Normalised :math:`\log p(z) = -U(z) - \log Z` (``-inf`` outside the box)."""
     key = _name(name)
     z = _check(z)
     log_p = -POTENTIALS[key](z) - potential_log_partition(key)

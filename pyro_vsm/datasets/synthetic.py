@@ -120,7 +120,7 @@ _ALIASES_2D = {"sparse": "star"}
 
 
 def make_2d(name, num_samples, seed=0, dtype=torch.float32, device=None):
-    """``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
+    r"""``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
 
     :param str name: one of :data:`DATASETS_2D` (or ``"sparse"``, another name for ``"star"``).
     :param int seed: the same seed gives the same points.

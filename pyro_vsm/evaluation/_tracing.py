@@ -1,4 +1,4 @@
-"""Per-data-point traces of a model (and guide) for the evaluators.
+r"""Per-data-point traces of a model (and guide) for the evaluators.
 
 Pyro's :func:`~pyro.infer.importance.vectorized_importance_weights` sums every site over all its
 plates, which gives one joint weight for the whole batch. The evaluators here need one weight per
@@ -39,7 +39,7 @@ EVAL_PLATE = "_pyro_vsm_eval_samples"
 
 @dataclass
 class ModelInfo:
-    """What :func:`inspect_model` learned from one run of the model (and guide)."""
+    r"""What :func:`inspect_model` learned from one run of the model (and guide)."""
 
     latents: list  # latent site names, in model order
     observed: list  # observed site names
@@ -165,7 +165,7 @@ def inspect_model(
 def run_vectorized(
     fn, num_samples, info, args, kwargs, condition=None, replay_trace=None, inflate=1.0
 ):
-    """Traces ``fn`` with ``num_samples`` draws in an evaluation plate left of every model plate.
+    r"""Traces ``fn`` with ``num_samples`` draws in an evaluation plate left of every model plate.
 
     ``condition`` fixes site values (latents, and the plates' subsample indices are always
     fixed); ``replay_trace`` replays a guide trace instead. Returns the trace.
@@ -187,7 +187,7 @@ def run_vectorized(
 
 
 def per_point(t, info, event_dim=0):
-    """Reduces a per-element tensor of a site to shape ``[S, N]``.
+    r"""Reduces a per-element tensor of a site to shape ``[S, N]``.
 
     ``t`` has the site's batch shape (left-padded as needed) followed by ``event_dim`` dims: the
     event dims and every batch dim other than the evaluation plate and the data plate are summed.
@@ -208,14 +208,14 @@ def per_point(t, info, event_dim=0):
 
 
 def site_log_density(site, info):
-    """Per-point ``[S, N]`` log-density of a sample site, masked but not plate-scaled."""
+    r"""Per-point ``[S, N]`` log-density of a sample site, masked but not plate-scaled."""
     lp = site["fn"].log_prob(site["value"])
     lp = scale_and_mask(lp, 1.0, site["mask"])
     return per_point(lp, info)
 
 
 def per_point_log_density(trace, names, info, like=None):
-    """Sum of :func:`site_log_density` over ``names``, shape ``[S, N]`` (or ``[1, 1]`` zeros,
+    r"""Sum of :func:`site_log_density` over ``names``, shape ``[S, N]`` (or ``[1, 1]`` zeros,
     with ``like``'s dtype and device, when ``names`` is empty)."""
     total = None
     for name in names:
@@ -225,7 +225,7 @@ def per_point_log_density(trace, names, info, like=None):
 
 
 class PointFlattener:
-    """Moves a site's value between its own layout and ``[S, N, D]`` (one row per data point)."""
+    r"""Moves a site's value between its own layout and ``[S, N, D]`` (one row per data point)."""
 
     def __init__(self, value, info, event_dim):
         nb = info.max_plate_nesting + 1
@@ -277,7 +277,7 @@ def _inflate(fn, factor, name):
 
 
 class InflateScale(Messenger):
-    """Multiplies the scale of every latent location-scale distribution by ``factor``.
+    r"""Multiplies the scale of every latent location-scale distribution by ``factor``.
 
     ``factor = sqrt(2)`` doubles the variance, the proposal the LiBI paper (Yacoby et al.,
     Appendix E) uses for importance-sampled log-likelihoods.
@@ -296,7 +296,7 @@ class InflateScale(Messenger):
 
 
 def progress_bar(total, desc, progress):
-    """A tqdm bar; ``progress=None`` shows it only on an interactive terminal."""
+    r"""A tqdm bar; ``progress=None`` shows it only on an interactive terminal."""
     from tqdm.auto import tqdm
 
     return tqdm(

@@ -1,15 +1,15 @@
-"""Importance-sampled log-likelihood, one estimate per data point.
+r"""Importance-sampled log-likelihood, one estimate per data point.
 
 .. math::
 
-    \\log \\hat p(x_n) = \\log \\frac1S \\sum_{s=1}^S
-        \\frac{p(x_n, z_{n,s})}{r(z_{n,s} \\mid x_n)}, \\qquad z_{n,s} \\sim r(\\cdot \\mid x_n),
+    \log \hat p(x_n) = \log \frac1S \sum_{s=1}^S
+        \frac{p(x_n, z_{n,s})}{r(z_{n,s} \mid x_n)}, \qquad z_{n,s} \sim r(\cdot \mid x_n),
 
 with the guide as proposal :math:`r = q` (or the guide with every scale multiplied by
-``proposal_scale``). The estimate is a stochastic lower bound of :math:`\\log p(x_n)` (Jensen), it
+``proposal_scale``). The estimate is a stochastic lower bound of :math:`\log p(x_n)` (Jensen), it
 is exact for any ``S`` when the proposal is the exact posterior, and its reliability is flagged by
-the Pareto-smoothed importance sampling shape :math:`\\hat k` (Vehtari, Gelman & Gabry, 2015;
-:math:`\\hat k > 0.7` means the estimate is not trustworthy).
+the Pareto-smoothed importance sampling shape :math:`\hat k` (Vehtari, Gelman & Gabry, 2015;
+:math:`\hat k > 0.7` means the estimate is not trustworthy).
 """
 
 import math
@@ -34,9 +34,9 @@ DEFAULT_MAX_ELEMENTS = 2**26
 
 
 def psis_khat(log_weights):
-    """Pareto :math:`\\hat k` of each column of ``log_weights`` (shape ``[S, N]``).
+    r"""Pareto :math:`\hat k` of each column of ``log_weights`` (shape ``[S, N]``).
 
-    The generalized-Pareto fit of the largest :math:`M = \\min(0.2S, 3\\sqrt S)` weights, with
+    The generalized-Pareto fit of the largest :math:`M = \min(0.2S, 3\sqrt S)` weights, with
     Pyro's :func:`~pyro.ops.stats.fit_generalized_pareto` (the tail rule of
     :func:`pyro.infer.importance.psis_diagnostic`, applied per data point). Columns with fewer
     than 10 tail weights give ``inf``.
@@ -81,7 +81,7 @@ def importance_log_weights(
     progress=False,
     desc="importance sampling",
 ):
-    """``[S, N]`` log weights ``log p(x_n, z) - log r(z | x_n)`` with ``z ~ r(· | x_n)``.
+    r"""``[S, N]`` log weights ``log p(x_n, z) - log r(z | x_n)`` with ``z ~ r(· | x_n)``.
 
     Also returns the ``[S, N]`` log-densities ``log p(z)`` of the latents under the model and
     ``log r(z | x)`` under the proposal, which the diagnostics of :mod:`.metrics` reuse.
@@ -133,7 +133,7 @@ def importance_log_likelihood(
     progress=None,
     **kwargs,
 ):
-    """Per-data-point importance-sampled estimate of :math:`\\log p(x_n)` with the guide as
+    r"""Per-data-point importance-sampled estimate of :math:`\log p(x_n)` with the guide as
     proposal.
 
     :param model: a Pyro model with continuous latents and observed sites inside a data plate.
@@ -149,7 +149,7 @@ def importance_log_likelihood(
     :param str data_plate: the plate whose elements are the data points; by default the
         outermost plate enclosing every observed site. Without one, the whole batch is one point.
     :param bool return_diagnostics: also return :class:`~.diagnostics.ImportanceDiagnostics`
-        (log weights, ESS, PSIS :math:`\\hat k`, standard errors).
+        (log weights, ESS, PSIS :math:`\hat k`, standard errors).
     :param progress: show a tqdm bar (``None``: only on an interactive terminal).
     :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: tensor of shape ``[N]`` (``N`` = size of the data plate, or its subsample), or

@@ -1,4 +1,4 @@
-"""Amortized guides."""
+r"""Amortized guides."""
 
 import pyro
 import pyro.distributions as dist
@@ -10,7 +10,7 @@ from ..models.networks import ConvEncoder, data_plate, mlp
 
 
 class DiagonalNormalEncoder(PyroModule):
-    """Amortized diagonal Gaussian guide :math:`q_\\phi(z|x) = \\mathcal{N}(\\mu_\\phi(x), \\operatorname{diag}\\sigma^2_\\phi(x))`.
+    r"""Amortized diagonal Gaussian guide :math:`q_\phi(z|x) = \mathcal{N}(\mu_\phi(x), \operatorname{diag}\sigma^2_\phi(x))`.
 
     Call it with the model's arguments, ``guide(x, num_data=None)``; it samples site ``"z"`` inside
     plate ``"data"``. Reparametrised, so it serves every loss here and ``Trace_ELBO``.
@@ -38,7 +38,7 @@ class DiagonalNormalEncoder(PyroModule):
         return cls(ConvEncoder(2 * latent_dim, channels, width), latent_dim, **kwargs)
 
     def distribution(self, x):
-        """The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``)."""
+        r"""The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``)."""
         out = self.encoder(x)
         loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         return dist.Normal(loc, softplus(raw) + self.min_scale).to_event(1)

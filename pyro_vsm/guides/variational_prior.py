@@ -13,7 +13,7 @@ __all__ = ["GaussianVariationalPrior", "draw_with_log_prob", "iaf_prior"]
 
 
 class GaussianVariationalPrior(nn.Module):
-    """A learnable full-covariance Gaussian :math:`q_\\zeta(z) = \\mathcal N(\\mu, LL^\\top)`: the
+    r"""A learnable full-covariance Gaussian :math:`q_\zeta(z) = \mathcal N(\mu, LL^\top)`: the
     simplest variational prior for :class:`AdversarialPriorLoss` (no extra dependency), with the
     interface any variational prior must have: ``rsample(sample_shape)``, ``log_prob(z)`` and
     ``event_shape``. Far less expressive than a flow (:func:`iaf_prior`).
@@ -43,7 +43,7 @@ class GaussianVariationalPrior(nn.Module):
 
 
 def iaf_prior(dim, transforms=4, hidden_features=(64, 64), **kwargs):
-    """An inverse autoregressive flow :math:`q_\\zeta(z)` (Kingma et al. 2016), the adversary of
+    r"""An inverse autoregressive flow :math:`q_\zeta(z)` (Kingma et al. 2016), the adversary of
     the paper's MNIST experiment, built with `zuko <https://zuko.readthedocs.io>`_ (the
     ``[flows]`` extra): a zuko ``MAF`` whose transform is inverted, so that sampling (with the
     log-density of the sample) takes one pass and only evaluating the log-density of an arbitrary

@@ -21,26 +21,26 @@ def _module_key(site_name):
 
 
 class AdversarialPriorLoss(EnergyPriorLoss):
-    """Energy-prior VAE training with adversarial contrastive divergence (Algorithm 2).
+    r"""Energy-prior VAE training with adversarial contrastive divergence (Algorithm 2).
 
-    A variational prior :math:`q_\\zeta(z)` with a tractable density gives the lower bound
-    :math:`\\log Z_\\beta \\ge \\mathbb E_{q_\\zeta}[-E_\\beta(z) - \\log q_\\zeta(z)]` (eq. 9).
-    Per step, with :math:`z \\sim q_\\phi(z|x)` and :math:`z' \\sim q_\\zeta` (one :math:`z'` per
+    A variational prior :math:`q_\zeta(z)` with a tractable density gives the lower bound
+    :math:`\log Z_\beta \ge \mathbb E_{q_\zeta}[-E_\beta(z) - \log q_\zeta(z)]` (eq. 9).
+    Per step, with :math:`z \sim q_\phi(z|x)` and :math:`z' \sim q_\zeta` (one :math:`z'` per
     posterior sample):
 
     * decoder and guide ascend the analogous lower bound, as in :class:`SSMPriorLoss`;
-    * :math:`\\zeta` ascends :math:`\\mathbb E_{q_\\zeta}[-E_\\beta(z')] + H[q_\\zeta]`
+    * :math:`\zeta` ascends :math:`\mathbb E_{q_\zeta}[-E_\beta(z')] + H[q_\zeta]`
       (reparametrised :math:`z'`);
     * the energy descends the contrastive divergence
-      :math:`\\mathbb E_{q_\\phi(z|x)\\pi(x)}[E_\\beta(z)] - \\mathbb E_{q_\\zeta}[E_\\beta(z')]`
+      :math:`\mathbb E_{q_\phi(z|x)\pi(x)}[E_\beta(z)] - \mathbb E_{q_\zeta}[E_\beta(z')]`
       (both samples detached): positive phase on the posterior, negative phase on the adversary.
 
     The three updates happen in the same ``svi.step`` (simultaneously, where Algorithm 2 is
     sequential within an iteration). The value is the negative of eq. 10,
-    :math:`-\\mathcal L_{\\text{ALB}} + \\mathbb E_{q_\\zeta}[E_\\beta + \\log q_\\zeta]`, an estimate
-    of :math:`-\\mathcal L_{\\text{vae}}` that is biased low (not a bound on :math:`-\\log p(x)`)
-    by :math:`D_{KL}(q_\\zeta\\|p_\\beta)`; :meth:`terms` gives ``"neg_alb"``, ``"log_z"`` (the
-    variational bound on :math:`\\log Z`, summed over the data plate) and ``"cd"``.
+    :math:`-\mathcal L_{\text{ALB}} + \mathbb E_{q_\zeta}[E_\beta + \log q_\zeta]`, an estimate
+    of :math:`-\mathcal L_{\text{vae}}` that is biased low (not a bound on :math:`-\log p(x)`)
+    by :math:`D_{KL}(q_\zeta\|p_\beta)`; :meth:`terms` gives ``"neg_alb"``, ``"log_z"`` (the
+    variational bound on :math:`\log Z`, summed over the data plate) and ``"cd"``.
 
     **The variational prior.** ``variational_prior`` is
 

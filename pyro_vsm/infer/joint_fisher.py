@@ -1,4 +1,4 @@
-"""The joint Fisher divergence (Fisher autoencoder; Elkhalil et al., 2021)."""
+r"""The joint Fisher divergence (Fisher autoencoder; Elkhalil et al., 2021)."""
 
 from .base import ScoreLoss
 from .grouped import Objective, split_params
@@ -6,15 +6,15 @@ from .inference import m1_terms, posterior_fisher_terms
 
 
 class JointFisherLoss(ScoreLoss):
-    """Joint Fisher divergence between :math:`q(z|x)\\pi(x)` and :math:`p_\\theta(z, x)`.
+    r"""Joint Fisher divergence between :math:`q(z|x)\pi(x)` and :math:`p_\theta(z, x)`.
 
     Eqs. 6–8 of Wenliang (2022): up to a constant that depends only on the data distribution,
 
     .. math::
 
-        \\mathbb{D}_F[q(z|x)\\pi(x)\\|p_\\theta(z,x)] = \\mathbb{E}_\\pi\\Big[
-            \\tfrac12\\mathbb{E}_q\\lVert\\nabla_z\\log q(z|x) - \\nabla_z\\log p_\\theta(x,z)\\rVert^2
-            + M_1(x)\\Big],
+        \mathbb{D}_F[q(z|x)\pi(x)\|p_\theta(z,x)] = \mathbb{E}_\pi\Big[
+            \tfrac12\mathbb{E}_q\lVert\nabla_z\log q(z|x) - \nabla_z\log p_\theta(x,z)\rVert^2
+            + M_1(x)\Big],
 
     minimised jointly over model and guide with reparametrised samples (the Fisher autoencoder).
     The value is summed over the data plate like ``Trace_ELBO``. Because the joint Fisher divergence

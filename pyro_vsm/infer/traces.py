@@ -1,4 +1,4 @@
-"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
+r"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
 
 One call of :func:`trace_scores` runs the guide once, replays the model on the guide's latent
 values and returns, per observed site and per latent site, the pieces a score objective needs:
@@ -42,7 +42,7 @@ def _is_real_support(support):
 
 @dataclass
 class ObservedScores:
-    """Score-matching ingredients of one observed site (all shaped like the site's batch)."""
+    r"""Score-matching ingredients of one observed site (all shaped like the site's batch)."""
 
     name: str
     fn: object
@@ -55,13 +55,13 @@ class ObservedScores:
     score_q: torch.Tensor | None = None  # ∇ₓ log q(z|x) at fixed z, batch + event shape
 
     def weight(self, term):
-        """Applies the site's plate-subsampling scale and mask to a per-element term."""
+        r"""Applies the site's plate-subsampling scale and mask to a per-element term."""
         return scale_and_mask(term, self.scale, self.mask)
 
 
 @dataclass
 class LatentScores:
-    """Scores of one latent site at the value the model was replayed with."""
+    r"""Scores of one latent site at the value the model was replayed with."""
 
     name: str
     value: torch.Tensor
@@ -77,7 +77,7 @@ class LatentScores:
 
 @dataclass
 class ScoreTraces:
-    """Everything one (possibly particle-vectorized) guide/model execution produced."""
+    r"""Everything one (possibly particle-vectorized) guide/model execution produced."""
 
     model_trace: Trace
     guide_trace: Trace
@@ -129,7 +129,7 @@ def _observed_sites(model_trace, loss_name, check_data):
 
 
 def _replay_trace(guide_trace, values):
-    """A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
+    r"""A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
     tr = Trace()
     for name, site in guide_trace.nodes.items():
         tr.nodes[name] = dict(site, value=values[name]) if name in values else site
@@ -137,7 +137,7 @@ def _replay_trace(guide_trace, values):
 
 
 def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
-    """Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
+    r"""Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
     total = 0.0
     for lp in log_probs:
         if num_vectorized > 1:
@@ -150,7 +150,7 @@ def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
 
 
 def _per_particle_grad(output, inputs, num_vectorized, create_graph):
-    """Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
+    r"""Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
     if num_vectorized > 1:
         eye = torch.eye(num_vectorized, dtype=output.dtype, device=output.device)
         grads = torch.autograd.grad(
@@ -167,7 +167,7 @@ def _per_particle_grad(output, inputs, num_vectorized, create_graph):
 
 
 class DataLocator:
-    """Finds, for each observed site, the guide argument holding its data.
+    r"""Finds, for each observed site, the guide argument holding its data.
 
     The result is cached per site name; under Pyro validation the cached relation is re-checked.
     """
@@ -253,7 +253,7 @@ def trace_scores(
     locator=None,
     loss_name="score objective",
 ):
-    """Runs guide and model once and collects the requested scores.
+    r"""Runs guide and model once and collects the requested scores.
 
     :param str latent_mode: ``"reparam"`` keeps the reparametrised latent values (gradients reach
         the guide's parameters through ``z``); ``"detach"`` detaches them, so the model's terms see
@@ -433,7 +433,7 @@ def _guide_x_scores(
 
 
 def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, result):
-    """Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
+    r"""Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
     model_trace, guide_trace = result.model_trace, result.guide_trace
     names = list(values)
     with torch.enable_grad():

@@ -113,7 +113,7 @@ def _check_codes(codes, check=True):
 
 
 def _whiten(x, jitter, check=True):
-    """Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
+    r"""Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
 
     With ``check=False`` nothing is read back to the host: degenerate codes give non-finite
     values instead of an error."""

@@ -40,7 +40,7 @@ def ssm_terms(
     variance_reduction,
     create_graph,
 ):
-    """``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``."""
+    r"""``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``."""
     z = value.detach().requires_grad_(True)
     with torch.enable_grad():
         lp = log_density(z)
@@ -89,22 +89,22 @@ def sliced_score_matching(
     variance_reduction=True,
     create_graph=True,
 ):
-    """Per-sample sliced score matching objective (Song et al., 2020) of an unnormalized density.
+    r"""Per-sample sliced score matching objective (Song et al., 2020) of an unnormalized density.
 
-    With :math:`s(z) = \\nabla_z \\log\\tilde p(z) = -\\nabla_z E(z)` and projections :math:`v` with
-    :math:`\\mathbb E[vv^\\top] = I` (Rademacher or standard Gaussian),
+    With :math:`s(z) = \nabla_z \log\tilde p(z) = -\nabla_z E(z)` and projections :math:`v` with
+    :math:`\mathbb E[vv^\top] = I` (Rademacher or standard Gaussian),
 
     .. math::
 
-        J(z) = \\tfrac12\\lVert s(z)\\rVert^2 + v^\\top \\nabla_z\\big(v^\\top s(z)\\big)
-        \\quad\\text{(variance reduced)}, \\qquad
-        J(z) = \\tfrac12 (v^\\top s(z))^2 + v^\\top \\nabla_z\\big(v^\\top s(z)\\big),
+        J(z) = \tfrac12\lVert s(z)\rVert^2 + v^\top \nabla_z\big(v^\top s(z)\big)
+        \quad\text{(variance reduced)}, \qquad
+        J(z) = \tfrac12 (v^\top s(z))^2 + v^\top \nabla_z\big(v^\top s(z)\big),
 
     averaged over ``num_projections`` draws of :math:`v`. Both have expectation (over :math:`v`)
-    :math:`\\tfrac12\\lVert\\nabla E\\rVert^2 - \\Delta E`, Hyvärinen's score-matching objective,
+    :math:`\tfrac12\lVert\nabla E\rVert^2 - \Delta E`, Hyvärinen's score-matching objective,
     whose expectation under the data equals the Fisher divergence up to a constant. (Algorithm 1
     of "Variational inference with unnormalized priors" writes the Hessian term with a ``+``
-    sign; with :math:`s = -\\nabla E` the correct sign is the one above.)
+    sign; with :math:`s = -\nabla E` the correct sign is the one above.)
 
     :param log_density: callable ``z -> log p~(z)``, shape ``z.shape[:-event_dim]`` (e.g. an
         ``EnergyDistribution``'s ``log_prob`` or ``lambda z: -energy(z)``).

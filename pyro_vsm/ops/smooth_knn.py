@@ -178,7 +178,7 @@ def _cross_weight(weights, n1):
 
 
 def _cross_weight_permuted(weights, member):
-    """Cross-sample weight for a batch of relabellings (``member[b, i] = 1``: i in sample 1)."""
+    r"""Cross-sample weight for a batch of relabellings (``member[b, i] = 1``: i in sample 1)."""
     other = 1.0 - member
     return ((member @ weights) * other).sum(1) + ((other @ weights) * member).sum(1)
 

@@ -83,14 +83,14 @@ def _check_generator(generator):
 
 
 def _sq_dists(a, b):
-    """Squared Euclidean distances ``(na, nb)`` via the Gram expansion, clamped at 0."""
+    r"""Squared Euclidean distances ``(na, nb)`` via the Gram expansion, clamped at 0."""
     aa = (a * a).sum(-1)
     bb = (b * b).sum(-1)
     return (aa[:, None] + bb[None, :] - 2.0 * (a @ b.transpose(-1, -2))).clamp_min(0.0)
 
 
 def _pooled_sq_dists(z):
-    """Squared distances within one sample, exactly zero on the diagonal.
+    r"""Squared distances within one sample, exactly zero on the diagonal.
 
     The sample is centred first (distances are translation invariant) to reduce cancellation in
     the Gram expansion.
@@ -101,13 +101,13 @@ def _pooled_sq_dists(z):
 
 
 def _safe_sqrt(sq):
-    """``sqrt`` with a zero (not infinite) gradient where the argument is 0."""
+    r"""``sqrt`` with a zero (not infinite) gradient where the argument is 0."""
     pos = sq > 0
     return torch.where(pos, torch.sqrt(torch.where(pos, sq, torch.ones_like(sq))), 0.0)
 
 
 def _median_offdiag(dist):
-    """Lower median of the distinct off-diagonal entries of a symmetric matrix (detached).
+    r"""Lower median of the distinct off-diagonal entries of a symmetric matrix (detached).
 
     Falls back to 1 when the median is 0 (more than half the points coincide) so that the scale
     is always positive.
@@ -172,7 +172,7 @@ def _pooled_gram(z, kernel, bandwidth):
 
 
 def _random_membership(num, n_total, n_first, generator, like):
-    """``(num, n_total)`` 0/1 matrices with ``n_first`` ones per row at uniformly random places.
+    r"""``(num, n_total)`` 0/1 matrices with ``n_first`` ones per row at uniformly random places.
 
     Uniform random permutations are obtained by sorting float64 uniforms (drawn on the
     generator's device and moved to ``like``'s), the first ``n_first`` permuted indices forming
@@ -206,7 +206,7 @@ def _mmd2_from_gram(gram, n):
 
 
 def _mmd2_permuted(gram, member, n):
-    """MMD²_u for a batch of relabellings (``member[b, i] = 1`` iff point i is in the first
+    r"""MMD²_u for a batch of relabellings (``member[b, i] = 1`` iff point i is in the first
     sample of size ``n``)."""
     m = gram.shape[0] - n
     diag = gram.diagonal()
