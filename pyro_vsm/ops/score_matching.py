@@ -27,6 +27,10 @@ def _projection(like, kind):
 
 
 def check_projection(projection):
+    r"""Raises ``ValueError`` unless ``projection`` is one of :data:`PROJECTIONS`.
+
+    :param str projection: the name of a projection distribution.
+    """
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
 
@@ -40,7 +44,20 @@ def ssm_terms(
     variance_reduction,
     create_graph,
 ):
-    r"""``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``."""
+    r"""``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``.
+
+    The work of :func:`sliced_score_matching`, which checks the arguments; the log-density is
+    returned too so that callers can reuse it.
+
+    :param log_density: callable ``z -> log p~(z)``, shape ``z.shape[:-event_dim]``.
+    :param torch.Tensor value: points ``z``.
+    :param int event_dim: number of trailing event dims of ``z``.
+    :param int num_projections: number of projections :math:`v` averaged over.
+    :param str projection: ``"rademacher"`` or ``"gaussian"``.
+    :param bool variance_reduction: use the variance-reduced form.
+    :param bool create_graph: keep the result differentiable in the density's parameters.
+    :returns: ``(J, log_density(z))``, both of shape ``value.shape[:-event_dim]``.
+    """
     z = value.detach().requires_grad_(True)
     with torch.enable_grad():
         lp = log_density(z)
@@ -111,6 +128,10 @@ def sliced_score_matching(
     :param torch.Tensor value: points ``z``; they are detached (the objective is a function of
         the density's parameters only).
     :param int event_dim: number of trailing event dims of ``z``.
+    :param int num_projections: number of projections :math:`v` averaged over.
+    :param str projection: the distribution of :math:`v`, ``"rademacher"`` or ``"gaussian"``.
+    :param bool variance_reduction: use the variance-reduced form (the exact
+        :math:`\tfrac12\lVert s\rVert^2` instead of its projection).
     :param bool create_graph: keep the result differentiable in the density's parameters.
     :returns: ``J`` per sample, shape ``value.shape[:-event_dim]``.
     """

@@ -53,7 +53,10 @@ def _unwrap_gaussian(fn):
 
 
 def has_closed_form(fn):
-    r"""Whether :func:`score_and_laplacian` has closed forms for distribution ``fn``."""
+    r"""Whether :func:`score_and_laplacian` has closed forms for distribution ``fn``.
+
+    :param fn: a distribution.
+    """
     return _unwrap_gaussian(fn) is not None
 
 
@@ -62,7 +65,11 @@ def _event_numel(fn):
 
 
 def expand_value(fn, value):
-    r"""Broadcasts ``value`` to ``fn.batch_shape + fn.event_shape`` (one copy per particle)."""
+    r"""Broadcasts ``value`` to ``fn.batch_shape + fn.event_shape`` (one copy per particle).
+
+    :param fn: a distribution.
+    :param torch.Tensor value: a value of ``fn``, broadcastable to its batch and event shape.
+    """
     shape = fn.batch_shape + fn.event_shape
     if value.shape != shape:
         value = value.expand(torch.broadcast_shapes(shape, value.shape))
@@ -106,6 +113,10 @@ def autograd_score(fn, value, create_graph=True):
 
     ``leaf`` is the detached copy of ``value`` (expanded to one copy per batch element) that the
     score was taken at; pass it on to :func:`exact_laplacian` or :func:`hutchinson_laplacian`.
+
+    :param fn: the distribution :math:`p`.
+    :param torch.Tensor value: the point ``x``, broadcastable to ``batch_shape + event_shape``.
+    :param bool create_graph: keep the score differentiable (needed for a Laplacian).
     """
     leaf = expand_value(fn, value).detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -116,9 +127,11 @@ def autograd_score(fn, value, create_graph=True):
 def exact_laplacian(score, leaf, event_dim, create_graph=True):
     r"""Exact :math:`\nabla_x \cdot s(x)` by one backward pass per event element.
 
-    :param score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
-    :param leaf: the tensor ``x`` that ``score`` was computed from.
+    :param torch.Tensor score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
+    :param torch.Tensor leaf: the tensor ``x`` that ``score`` was computed from.
     :param int event_dim: number of rightmost event dimensions of ``leaf``.
+    :param bool create_graph: keep the result differentiable.
+    :returns: the Laplacian, of shape ``leaf.shape[:-event_dim]``.
     """
     batch_shape = leaf.shape[: leaf.dim() - event_dim]
     flat_score = score.reshape(batch_shape + (-1,))
@@ -135,6 +148,13 @@ def hutchinson_laplacian(score, leaf, event_dim, num_projections=1, create_graph
     r"""Unbiased Hutchinson estimate :math:`v^\top \nabla_x (v^\top s(x))`, Rademacher ``v``.
 
     Averaged over ``num_projections`` independent projections; one backward pass each.
+
+    :param torch.Tensor score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
+    :param torch.Tensor leaf: the tensor ``x`` that ``score`` was computed from.
+    :param int event_dim: number of rightmost event dimensions of ``leaf``.
+    :param int num_projections: number of Rademacher projections averaged over.
+    :param bool create_graph: keep the result differentiable.
+    :returns: the estimate, of shape ``leaf.shape[:-event_dim]``.
     """
     dims = tuple(range(-event_dim, 0))
     total = 0.0
@@ -148,6 +168,10 @@ def hutchinson_laplacian(score, leaf, event_dim, num_projections=1, create_graph
 
 
 def check_laplacian_method(method):
+    r"""Raises ``ValueError`` unless ``method`` is one of :data:`LAPLACIAN_METHODS`.
+
+    :param str method: the ``laplacian`` option of a loss or of :func:`score_and_laplacian`.
+    """
     if method not in LAPLACIAN_METHODS:
         raise ValueError(f"laplacian must be one of {LAPLACIAN_METHODS}, got {method!r}")
 
@@ -157,10 +181,12 @@ def score_and_laplacian(fn, value, laplacian="auto", num_projections=1, need_lap
 
     :param fn: the observation distribution :math:`p(x \mid z)`; its parameters may depend on
         model parameters (the results stay differentiable in them).
-    :param value: the observed ``x``.
+    :param torch.Tensor value: the observed ``x``.
     :param str laplacian: ``"auto"`` (closed form where known, else exact for at most
         :data:`EXACT_LAPLACIAN_MAX_DIM` event elements, else Hutchinson), ``"exact"`` (closed form
         where known, else the autograd loop) or ``"hutchinson"`` (always the stochastic estimate).
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param bool need_laplacian: compute the Laplacian (``False``: the score only).
     :returns: ``(score, laplacian)`` shaped ``batch_shape + event_shape`` and ``batch_shape``;
         the Laplacian is ``None`` when ``need_laplacian`` is false.
     """

@@ -274,9 +274,15 @@ def smooth_knn_statistic(
         (``p_value`` detached, in :math:`[1/(B+1), 1]`).
     :raises ValueError: on malformed, non-finite or too small samples, or bad options.
 
-    Reference: J. Djolonga, A. Krause, *Learning Implicit Generative Models Using Differentiable
-    Graph Tests*, arXiv:1709.01006 (2017); used to compare data with model samples by Yacoby et
-    al. (LiBI).
+    Yacoby et al. [2] use it to compare data with model samples (LiBI).
+
+    References:
+
+    [1] `Learning Implicit Generative Models Using Differentiable Graph Tests`,
+        J. Djolonga, A. Krause (2017)
+
+    [2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
+        Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
     """
     x, y = _check_pair(x, y, min_size=2)
     n1, n2 = x.shape[0], y.shape[0]

@@ -2,25 +2,22 @@ r"""Two-sample statistics for comparing data with model samples: the MMD, and th
 distances, kernels and permutation helpers shared with :mod:`pyro_vsm.ops.smooth_knn`.
 
 * :func:`mmd` -- the unbiased squared maximum mean discrepancy :math:`\mathrm{MMD}^2_u` of
-  Gretton et al. (2012) with a Gaussian (RBF) kernel, the cubic polynomial kernel of the kernel
-  inception distance (Bińkowski et al., 2018) or any user kernel, optionally with a permutation
+  Gretton et al. [1] with a Gaussian (RBF) kernel, the cubic polynomial kernel of the kernel
+  inception distance (Bińkowski et al. [2]) or any user kernel, optionally with a permutation
   test.
 
 Everything is plain torch: new tensors take their device and dtype from the inputs and the
 statistics never leave the device, so they run on CUDA and are differentiable with respect to the
-samples (only the data-dependent tuning constants -- the median-heuristic bandwidth and the default
-inverse temperatures -- are detached). Samples are tensors of shape ``(n, d)``, or ``(n,)`` for
-``d = 1``.
+samples (only the data-dependent median-heuristic bandwidth is detached). Samples are tensors
+of shape ``(n, d)``, or ``(n,)`` for ``d = 1``.
 
-References
+References:
 
-* A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf, A. Smola. *A Kernel Two-Sample Test*.
-  JMLR 13, 2012.
-* M. Bińkowski, D. J. Sutherland, M. Arbel, A. Gretton. *Demystifying MMD GANs*. ICLR 2018.
-* J. Djolonga, A. Krause. *Learning Implicit Generative Models Using Differentiable Graph Tests*.
-  arXiv:1709.01006, 2017.
-* J. H. Friedman, L. C. Rafsky. *Multivariate generalizations of the Wald-Wolfowitz and Smirnov
-  two-sample tests*. Annals of Statistics 7(4), 1979 (permutation moments of graph statistics).
+[1] `A Kernel Two-Sample Test`,
+    A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf, A. Smola (2012)
+
+[2] `Demystifying MMD GANs`,
+    M. Bińkowski, D. J. Sutherland, M. Arbel, A. Gretton (2018)
 """
 
 import numbers
