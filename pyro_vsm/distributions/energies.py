@@ -7,16 +7,30 @@ shape ``(...)`` and declares ``event_shape = torch.Size([d])``, the interface re
 Energies that know their log-partition function exactly provide ``log_partition()``; it raises
 :class:`NotImplementedError` where the exact value is not available.
 
-* :class:`GRBMEnergy`: the marginal (free) energy of a Gaussian–Bernoulli RBM (eq. 12 of
-  "Variational inference with unnormalized priors", Liao et al. 2022 convention), with an exact
+* :class:`GRBMEnergy`: the marginal (free) energy of a Gaussian–Bernoulli RBM (eq. 12 of [1], in
+  the convention of Liao et al. [2]), with an exact
   log-partition function for few hidden units and the conditionals used by Gibbs sampling;
 * :class:`MLPEnergy`: a neural energy with a quadratic confinement term;
-* :class:`QuadraticFormEnergy`: :math:`E(z) = z^\top\psi(z)` (Wang et al., minimum velocity
-  learning), with the same confinement;
-* :class:`TiltedGaussianEnergy`: an exponentially tilted Gaussian (Pang et al. 2020).
+* :class:`QuadraticFormEnergy`: :math:`E(z) = z^\top\psi(z)` (minimum velocity learning,
+  Wang et al. [3]), with the same confinement;
+* :class:`TiltedGaussianEnergy`: an exponentially tilted Gaussian (Pang et al. [4]).
 
 No energy creates tensors on a fixed device: everything is computed from the input and the
 module's parameters, so ``.to(device, dtype)`` is all a user needs.
+
+References:
+
+[1] `Variational Inference with Unnormalized Priors`,
+    anonymous authors (under double-blind review)
+
+[2] `Gaussian-Bernoulli RBMs Without Tears`,
+    R. Liao, S. Kornblith, M. Ren, D. J. Fleet, G. Hinton (2022)
+
+[3] `A Wasserstein Minimum Velocity Approach to Learning Unnormalized Models`,
+    Z. Wang, S. Cheng, Y. Li, J. Zhu, B. Zhang (2020)
+
+[4] `Learning Latent Space Energy-Based Prior Model`,
+    B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
 """
 
 import math
@@ -49,7 +63,13 @@ def _hidden_sizes(hidden):
 
 
 def check_input(z, dim, name="z"):
-    r"""Checks that ``z`` is a floating tensor of shape ``(..., dim)``; returns it."""
+    r"""Checks that ``z`` is a floating tensor of shape ``(..., dim)``; returns it.
+
+    :param torch.Tensor z: the input of an energy.
+    :param int dim: the expected size of the last dimension.
+    :param str name: the argument named in the error message.
+    :raises ValueError: when ``z`` is not a floating-point tensor of shape ``(..., dim)``.
+    """
     if not torch.is_tensor(z):
         raise ValueError(f"{name} must be a tensor of shape (..., {dim}), got {type(z).__name__}")
     if z.dim() < 1 or z.shape[-1] != dim:
@@ -85,8 +105,8 @@ class GRBMEnergy(nn.Module):
     r"""Marginal (free) energy of a Gaussian–Bernoulli restricted Boltzmann machine.
 
     Joint energy of visible :math:`z \in \mathbb{R}^d` and hidden :math:`h \in \{0,1\}^H`
-    (the convention of Liao et al. 2022, "Gaussian-Bernoulli RBMs without tears", where the
-    visible units couple to the hidden ones through :math:`z/\sigma^2`):
+    (the convention of Liao et al. [2], where the visible units couple to the hidden ones through
+    :math:`z/\sigma^2`):
 
     .. math::
 
@@ -96,7 +116,7 @@ class GRBMEnergy(nn.Module):
     with per-unit mean :math:`\mu` and standard deviation :math:`\sigma` (parametrised by
     :math:`\log\sigma`), weights :math:`W \in \mathbb{R}^{d \times H}` and hidden biases
     :math:`b`. Summing :math:`h` out gives the marginal energy computed by :meth:`forward`
-    (eq. 12 of "Variational inference with unnormalized priors"):
+    (eq. 12 of [1]):
 
     .. math::
 
@@ -106,7 +126,8 @@ class GRBMEnergy(nn.Module):
 
     The conditionals are :math:`p(h_j = 1 \mid z) = \operatorname{sigmoid}((W^\top z/\sigma^2)_j
     + b_j)` and :math:`p(z \mid h) = \mathcal N(\mu + W h, \operatorname{diag}\sigma^2)`.
-    (Bao et al. couple :math:`z` instead of :math:`z/\sigma^2`; their partition function differs.)
+    (Bao et al. [3] couple :math:`z` instead of :math:`z/\sigma^2`; their partition function
+    differs.)
 
     **Exact log-partition function.** Completing the square for each hidden configuration,
 
@@ -128,6 +149,19 @@ class GRBMEnergy(nn.Module):
     :param float weight_scale: standard deviation of the initial weights (default
         :math:`1/\sqrt{d}`); :math:`\mu = 0`, :math:`\sigma = 1`, :math:`b = 0` initially.
     :param float sigma: initial :math:`\sigma` of every visible unit.
+    :param torch.dtype dtype: dtype of the parameters (default: torch's default dtype).
+    :param torch.device device: device of the parameters.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
+
+    [2] `Gaussian-Bernoulli RBMs Without Tears`,
+        R. Liao, S. Kornblith, M. Ren, D. J. Fleet, G. Hinton (2022)
+
+    [3] `Bi-level Score Matching for Learning Energy-based Latent Variable Models`,
+        F. Bao, C. Li, K. Xu, H. Su, J. Zhu, B. Zhang (2020)
     """
 
     #: the largest ``num_hidden`` for which :meth:`log_partition` enumerates all states
@@ -166,14 +200,21 @@ class GRBMEnergy(nn.Module):
 
     # ---- energies ----
     def forward(self, z):
-        r"""Marginal energy :math:`E(z)`, shape ``z.shape[:-1]``."""
+        r"""Marginal energy :math:`E(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: visible values, shape ``(..., d)``.
+        """
         z = check_input(z, self.num_visible)
         var = self.variance
         quadratic = 0.5 * ((z - self.mu).pow(2) / var).sum(-1)
         return quadratic - F.softplus(self.hidden_logits(z)).sum(-1)
 
     def joint_energy(self, z, h):
-        r""":math:`E(z, h)` for visible ``z`` ``(..., d)`` and hidden ``h`` ``(..., H)``."""
+        r""":math:`E(z, h)` for visible ``z`` ``(..., d)`` and hidden ``h`` ``(..., H)``.
+
+        :param torch.Tensor z: visible values, shape ``(..., d)``.
+        :param torch.Tensor h: hidden values, shape ``(..., H)``.
+        """
         z = check_input(z, self.num_visible)
         h = check_input(h, self.num_hidden, "h")
         var = self.variance
@@ -182,23 +223,37 @@ class GRBMEnergy(nn.Module):
 
     # ---- conditionals (block Gibbs, Gibbs-Langevin) ----
     def hidden_logits(self, z):
-        r"""Logits of :math:`p(h_j = 1 \mid z)`: :math:`W^\top z/\sigma^2 + b`, ``(..., H)``."""
+        r"""Logits of :math:`p(h_j = 1 \mid z)`: :math:`W^\top z/\sigma^2 + b`, ``(..., H)``.
+
+        :param torch.Tensor z: visible values, shape ``(..., d)``.
+        """
         z = check_input(z, self.num_visible)
         return (z / self.variance) @ self.W + self.b
 
     def visible_mean(self, h):
-        r"""Mean :math:`\mu + W h` of :math:`p(z \mid h)`, shape ``(..., d)``."""
+        r"""Mean :math:`\mu + W h` of :math:`p(z \mid h)`, shape ``(..., d)``.
+
+        :param torch.Tensor h: hidden values, shape ``(..., H)``.
+        """
         h = check_input(h, self.num_hidden, "h")
         return self.mu + h @ self.W.T
 
     def sample_hidden(self, z, generator=None):
-        r"""A draw :math:`h \sim p(h \mid z)` (0/1 values in ``z``'s dtype), ``(..., H)``."""
+        r"""A draw :math:`h \sim p(h \mid z)` (0/1 values in ``z``'s dtype), ``(..., H)``.
+
+        :param torch.Tensor z: visible values, shape ``(..., d)``.
+        :param torch.Generator generator: optional generator for the uniforms.
+        """
         probs = torch.sigmoid(self.hidden_logits(z))
         u = torch.rand(probs.shape, dtype=probs.dtype, device=probs.device, generator=generator)
         return (u < probs).to(probs.dtype)
 
     def sample_visible(self, h, generator=None):
-        r"""A draw :math:`z \sim p(z \mid h) = \mathcal N(\mu + Wh, \operatorname{diag}\sigma^2)`."""
+        r"""A draw :math:`z \sim p(z \mid h) = \mathcal N(\mu + Wh, \operatorname{diag}\sigma^2)`.
+
+        :param torch.Tensor h: hidden values, shape ``(..., H)``.
+        :param torch.Generator generator: optional generator for the normal draws.
+        """
         mean = self.visible_mean(h)
         eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
         return mean + self.sigma * eps
@@ -213,7 +268,11 @@ class GRBMEnergy(nn.Module):
             )
 
     def hidden_states(self, start=0, stop=None):
-        r"""Hidden configurations number ``start`` to ``stop - 1`` (binary digits), ``(n, H)``."""
+        r"""Hidden configurations number ``start`` to ``stop - 1`` (binary digits), ``(n, H)``.
+
+        :param int start: the first configuration.
+        :param int stop: one past the last configuration (default :math:`2^H`).
+        """
         stop = 2**self.num_hidden if stop is None else stop
         idx = torch.arange(start, stop, device=self.W.device)
         bits = torch.arange(self.num_hidden, device=self.W.device)
@@ -275,6 +334,8 @@ class MLPEnergy(nn.Module):
     :param activation: a ``torch.nn.Module`` class (instantiated per layer) or instance.
     :param float confinement: :math:`\lambda \ge 0` (default 0.01, a wide Gaussian envelope of
         standard deviation 10).
+    :param torch.dtype dtype: dtype of the parameters (default: torch's default dtype).
+    :param torch.device device: device of the parameters.
     """
 
     def __init__(
@@ -294,6 +355,10 @@ class MLPEnergy(nn.Module):
         self.event_shape = torch.Size([dim])
 
     def forward(self, z):
+        r""":math:`E(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: points, shape ``(..., d)``.
+        """
         z = check_input(z, self.dim)
         return self.net(z).squeeze(-1) + 0.5 * self.confinement * z.pow(2).sum(-1)
 
@@ -305,8 +370,8 @@ class QuadraticFormEnergy(nn.Module):
     r""":math:`E(z) = z^\top \psi_\theta(z) + \tfrac{\lambda}{2}\|z\|^2` with
     :math:`\psi_\theta: \mathbb{R}^d \to \mathbb{R}^d` an MLP.
 
-    The quadratic-form parametrisation found to work in practice for minimum velocity learning
-    (Wang et al.; see ``shared/NOTES.md``): :math:`E(0) = 0` anchors the energy and a linear
+    The quadratic-form parametrisation used with minimum velocity learning (Wang et al. [1]):
+    :math:`E(0) = 0` anchors the energy and a linear
     :math:`\psi` gives any quadratic energy. The default activation ``tanh`` keeps
     :math:`\psi_\theta` bounded, so :math:`|z^\top\psi_\theta(z)|` grows at most linearly and
     ``confinement`` :math:`\lambda > 0` guarantees a normalisable density. With an unbounded
@@ -317,6 +382,13 @@ class QuadraticFormEnergy(nn.Module):
     :param hidden: widths of the hidden layers of :math:`\psi_\theta`.
     :param activation: a ``torch.nn.Module`` class or instance (default ``nn.Tanh``).
     :param float confinement: :math:`\lambda \ge 0` (default 0.01).
+    :param torch.dtype dtype: dtype of the parameters (default: torch's default dtype).
+    :param torch.device device: device of the parameters.
+
+    References:
+
+    [1] `A Wasserstein Minimum Velocity Approach to Learning Unnormalized Models`,
+        Z. Wang, S. Cheng, Y. Li, J. Zhu, B. Zhang (2020)
     """
 
     def __init__(
@@ -336,6 +408,10 @@ class QuadraticFormEnergy(nn.Module):
         self.event_shape = torch.Size([dim])
 
     def forward(self, z):
+        r""":math:`E(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: points, shape ``(..., d)``.
+        """
         z = check_input(z, self.dim)
         return (z * self.psi(z)).sum(-1) + 0.5 * self.confinement * z.pow(2).sum(-1)
 
@@ -344,8 +420,7 @@ class QuadraticFormEnergy(nn.Module):
 
 
 class TiltedGaussianEnergy(nn.Module):
-    r"""An exponentially tilted Gaussian (Pang et al. 2020, "Learning latent space energy-based
-    prior model"):
+    r"""An exponentially tilted Gaussian (Pang et al. [1]):
 
     .. math::
 
@@ -363,6 +438,13 @@ class TiltedGaussianEnergy(nn.Module):
     :param hidden: widths of the hidden layers of :math:`f_\theta`.
     :param activation: a ``torch.nn.Module`` class or instance (default ``nn.SiLU``).
     :param float base_scale: :math:`s > 0`.
+    :param torch.dtype dtype: dtype of the parameters (default: torch's default dtype).
+    :param torch.device device: device of the parameters.
+
+    References:
+
+    [1] `Learning Latent Space Energy-Based Prior Model`,
+        B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
     """
 
     def __init__(
@@ -386,11 +468,18 @@ class TiltedGaussianEnergy(nn.Module):
         self.event_shape = torch.Size([dim])
 
     def tilt(self, z):
-        r""":math:`f_\theta(z)`, shape ``z.shape[:-1]``."""
+        r""":math:`f_\theta(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: points, shape ``(..., d)``.
+        """
         z = check_input(z, self.dim)
         return self.net(z).squeeze(-1)
 
     def forward(self, z):
+        r""":math:`E(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: points, shape ``(..., d)``.
+        """
         z = check_input(z, self.dim)
         return 0.5 * z.pow(2).sum(-1) / self.base_scale**2 - self.net(z).squeeze(-1)
 

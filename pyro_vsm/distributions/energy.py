@@ -5,9 +5,13 @@ needs ``log_prob``; ``sample`` is never called. :class:`EnergyDistribution` ther
 *unnormalized* log-density :math:`-E(z)` (plus a normalised base log-density for an
 exponentially tilted base) and says so through :attr:`EnergyDistribution.is_normalized`. With it,
 ``Trace_ELBO`` computes the analogous lower bound :math:`\mathbb E_q[\log p(x|z) - E(z) -
-\log q(z|x)] = \mathrm{ELBO} + \log Z` ("Variational inference with unnormalized priors",
-Section 2.3), which has the right gradients for the guide and the decoder but **not** for the
+\log q(z|x)] = \mathrm{ELBO} + \log Z` (Section 2.3 of [1]), which has the right gradients for the guide and the decoder but **not** for the
 energy's parameters (:math:`\log Z` depends on them); those need their own objective.
+
+References:
+
+[1] `Variational Inference with Unnormalized Priors`,
+    anonymous authors (under double-blind review)
 """
 
 import torch
@@ -22,7 +26,7 @@ class EnergyDistribution(TorchDistribution):
     :math:`\mathbb{R}^{\text{event_shape}}`.
 
     ``log_prob(z)`` is :math:`-E(z)`, or :math:`-E(z) + \log b(z)` when a normalised ``base``
-    distribution :math:`b` is given (an exponentially tilted base, as in Pang et al. 2020). The
+    distribution :math:`b` is given (an exponentially tilted base, as in Pang et al. [1]). The
     normalising constant :math:`Z = \int e^{-E(z)} b(z)\,dz` is left out: the class attribute
     :attr:`is_normalized` is ``False`` so that losses and evaluators can recognise the site, and
     :meth:`log_partition` / :meth:`normalized_log_prob` give :math:`\log Z` and
@@ -56,11 +60,16 @@ class EnergyDistribution(TorchDistribution):
         measure, and losses such as minimum-velocity learning treat the site as spherical). A
         constraint with fewer event dims than ``event_shape`` is made ``independent`` over the
         rest.
+
+    References:
+
+    [1] `Learning Latent Space Energy-Based Prior Model`,
+        B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
     """
 
     arg_constraints = {}
     has_rsample = False
-    #: ``log_prob`` omits the normalising constant :math:`\\log Z`.
+    #: ``log_prob`` omits the normalising constant :math:`\log Z`.
     is_normalized = False
 
     def __init__(
@@ -114,6 +123,7 @@ class EnergyDistribution(TorchDistribution):
 
     @property
     def support(self):
+        r"""The constraint given as ``support``, else the real vectors of ``event_shape``."""
         if self._support is not None:
             return self._support
         if not self.event_shape:
@@ -121,6 +131,11 @@ class EnergyDistribution(TorchDistribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     def expand(self, batch_shape, _instance=None):
+        r"""The same distribution with a larger batch shape (the energy is shared).
+
+        :param batch_shape: the new batch shape; it must extend the current one.
+        :raises ValueError: when the current batch shape does not broadcast to ``batch_shape``.
+        """
         batch_shape = torch.Size(batch_shape)
         try:
             broadcast = torch.broadcast_shapes(self.batch_shape, batch_shape)
@@ -166,7 +181,10 @@ class EnergyDistribution(TorchDistribution):
 
     def potential(self, value):
         r""":math:`U(z) = E(z) - \log b(z) = -\log\tilde p(z)` without broadcasting to the batch
-        shape: the energy a sampler targets (equal to ``energy(z)`` without a base)."""
+        shape: the energy a sampler targets (equal to ``energy(z)`` without a base).
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        """
         self._check_value(value)
         u = self._energy(value)
         if self.base is not None:
@@ -175,7 +193,10 @@ class EnergyDistribution(TorchDistribution):
 
     def log_prob(self, value):
         r"""Unnormalized :math:`\log\tilde p(z) = -E(z)\ (+ \log b(z))`, shape
-        ``broadcast(value.shape[:-event_dim], batch_shape)``."""
+        ``broadcast(value.shape[:-event_dim], batch_shape)``.
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        """
         self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
@@ -187,6 +208,7 @@ class EnergyDistribution(TorchDistribution):
     def sample(self, sample_shape=()):
         r"""Draws with the configured ``sampler`` (detached: ``has_rsample`` is ``False``).
 
+        :param sample_shape: the shape of the batch of draws.
         :raises NotImplementedError: when no ``sampler`` was given.
         """
         shape = self._extended_shape(torch.Size(sample_shape))
@@ -226,7 +248,12 @@ class EnergyDistribution(TorchDistribution):
 
     def normalized_log_prob(self, value, log_partition=None):
         r""":math:`\log p(z) = \log\tilde p(z) - \log Z`, with :math:`\log Z` given (e.g. an
-        AIS estimate) or from :meth:`log_partition`."""
+        AIS estimate) or from :meth:`log_partition`.
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        :param log_partition: :math:`\log Z` (a number or tensor); ``None`` for
+            :meth:`log_partition`.
+        """
         if log_partition is None:
             log_partition = self.log_partition()
         return self.log_prob(value) - log_partition

@@ -1,6 +1,6 @@
 r"""Losses for VAEs with energy-based (unnormalized) priors.
 
-"Variational inference with unnormalized priors" (Sections 2–2.3, Algorithms 1–2). The model
+Sections 2–2.3 and Algorithms 1–2 of [1]. The model
 has a latent site whose prior is an :class:`~pyro_vsm.distributions.EnergyDistribution`
 (:math:`\tilde p_\beta(z) = e^{-E_\beta(z)}`, ``is_normalized = False``), so Pyro's ELBO
 computes the **analogous lower bound** (ALB)
@@ -48,6 +48,14 @@ optimizer reproduces ``SVI``.
 
 All values are summed over the data plate (scaled by plate subsampling) and averaged over
 ``num_particles``, like ``Trace_ELBO``.
+
+References:
+
+[1] `Variational Inference with Unnormalized Priors`,
+    anonymous authors (under double-blind review)
+
+[2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
+    Y. Song, S. Garg, J. Shi, S. Ermon (2020)
 """
 
 import math
@@ -71,7 +79,17 @@ __all__ = ["EnergyPriorLoss", "ImportanceWeightedPriorLoss", "SSMPriorLoss"]
 # objectives and their routing
 # ----------------------------------------------------------------------------------------------
 class EnergyPriorLoss(GroupedLoss):
-    r"""Shared machinery: particles, the energy sites, the ALB and the parameter groups."""
+    r"""Shared machinery: particles, the energy sites, the ALB and the parameter groups.
+
+    The base of :class:`SSMPriorLoss`, :class:`ImportanceWeightedPriorLoss` and
+    :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss`; a subclass supplies the
+    energy's objective.
+
+    :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+    """
 
     def __init__(
         self,
@@ -187,6 +205,9 @@ class EnergyPriorLoss(GroupedLoss):
 
         :param model: the model.
         :param guide: the guide.
+        :param args: positional arguments of the model and guide.
+        :param kwargs: keyword arguments of the model and guide.
+        :returns: ``{name: float}``.
         """
         with torch.enable_grad():
             objectives = self._objectives(
@@ -210,7 +231,7 @@ class _Context:
 # Algorithm 1: sliced score matching
 # ----------------------------------------------------------------------------------------------
 class SSMPriorLoss(EnergyPriorLoss):
-    r"""Energy-prior VAE training with sliced score matching (Algorithm 1).
+    r"""Energy-prior VAE training with sliced score matching (Algorithm 1 of [1]).
 
     Per step, with :math:`z \sim q_\phi(z|x)`:
 
@@ -221,7 +242,7 @@ class SSMPriorLoss(EnergyPriorLoss):
       :math:`J_\beta = \mathbb E_{q_\phi(z|x)\pi(x)}\mathbb E_v[\tfrac12\lVert s\rVert^2 +
       v^\top\nabla_z(v^\top s)]`, :math:`s = -\nabla_z E_\beta(z)`, on **detached** posterior
       samples (the same ``z`` as the ALB), i.e. score matching of the prior to the aggregate
-      posterior (:func:`sliced_score_matching`, ``create_graph=True``).
+      posterior (:func:`~pyro_vsm.ops.sliced_score_matching` [2], ``create_graph=True``).
 
     The energy gets no ALB gradient and decoder/guide get no score-matching gradient. The value
     returned by ``svi.step`` and :meth:`loss` is :math:`-\mathcal L_{\text{ALB}} + J_\beta`
@@ -235,8 +256,18 @@ class SSMPriorLoss(EnergyPriorLoss):
         = I`).
     :param bool variance_reduction: use :math:`\tfrac12\lVert s\rVert^2` (exact in :math:`v`)
         instead of :math:`\tfrac12(v^\top s)^2`.
-    :param num_particles, max_plate_nesting, vectorize_particles, retain_graph: as for
-        :class:`~pyro.infer.Trace_ELBO`.
+    :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
+
+    [2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
+        Y. Song, S. Garg, J. Shi, S. Ermon (2020)
     """
 
     def __init__(
@@ -279,7 +310,7 @@ class SSMPriorLoss(EnergyPriorLoss):
 # eq. 5: self-normalised importance-weighted log Z
 # ----------------------------------------------------------------------------------------------
 class ImportanceWeightedPriorLoss(EnergyPriorLoss):
-    r"""The importance-weighted estimate of the VLB, eq. 5 (Section 2.1).
+    r"""The importance-weighted estimate of the VLB, eq. 5 (Section 2.1 of [1]).
 
     .. math::
 
@@ -304,9 +335,15 @@ class ImportanceWeightedPriorLoss(EnergyPriorLoss):
     :math:`\log\hat Z` is biased low (Jensen), so the value is biased low too.
 
     :param int num_samples: ``K``, guide samples per data point (= ``num_particles``).
-    :param num_particles: alias of ``num_samples`` (Pyro's name).
-    :param max_plate_nesting, vectorize_particles, retain_graph: as for
-        :class:`~pyro.infer.Trace_ELBO`.
+    :param int num_particles: alias of ``num_samples`` (Pyro's name).
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
     """
 
     _alb_trains_prior = True
@@ -323,6 +360,7 @@ class ImportanceWeightedPriorLoss(EnergyPriorLoss):
 
     @property
     def num_samples(self):
+        r"""``K``, the guide samples per data point (the same as ``num_particles``)."""
         return self.num_particles
 
     def _log_weights(self, site, guide_site, create_graph):

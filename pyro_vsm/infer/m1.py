@@ -50,10 +50,18 @@ class M1Loss(ScoreLoss):
 
     :param str inference: ``"kl"``, ``"fisher"`` or ``"fisher-reparam"``.
     :param int guide_steps: ``J``, the guide updates per model update (0 freezes the guide).
-    :param num_particles, max_plate_nesting, vectorize_particles, laplacian, num_projections: see
-        :class:`~pyro_vsm.infer.base.ScoreLoss`.
+    :param int num_particles: number of samples from the guide per data point.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: draw the particles in one vectorized pass.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
 
-    [1] Li K. Wenliang, "On the failure of variational score matching for VAE models" (2022).
+    References:
+
+    [1] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     def __init__(self, inference="kl", guide_steps=1, **kwargs):
