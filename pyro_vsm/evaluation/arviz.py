@@ -80,7 +80,7 @@ def to_arviz(diagnostics, estimates=None):
     :param estimates: optional log estimates (log-likelihoods or a log-partition function) with the
         batch shape of the diagnostics, stored as ``estimate`` in the ``diagnostics`` group.
     :type estimates: torch.Tensor or None
-    :return: an :class:`arviz.InferenceData` with ArviZ 0.x, an :class:`xarray.DataTree` with
+    :returns: an :class:`arviz.InferenceData` with ArviZ 0.x, an :class:`xarray.DataTree` with
         ArviZ 1.x, with the groups ``sample_stats`` and ``diagnostics``.
     :raises ImportError: if ArviZ is not installed.
     :raises TypeError: if ``diagnostics`` is of neither diagnostics class.

@@ -18,11 +18,16 @@ class ImportanceDiagnostics:
     :ivar log_weights: ``log p(x, z_s) - log q(z_s | x)``, shape ``[S, N]``.
     :ivar ess: Kish effective sample size per data point, shape ``[N]`` (between 1 and ``S``).
     :ivar khat: Pareto-smoothed importance sampling shape estimate :math:`\hat k` per data point,
-        shape ``[N]``. Above 0.7 the estimate is unreliable (Vehtari et al., 2015); between 0.5
-        and 0.7 it converges slowly.
+        shape ``[N]``. Above 0.7 the estimate is unreliable [1]; between 0.5 and 0.7 it converges
+        slowly.
     :ivar stderr: delta-method standard error of each log-likelihood estimate, shape ``[N]``.
     :ivar data_plate: name of the plate whose elements are the data points (``None`` when the
         observed sites are in no plate and the whole batch is one data point).
+
+    References:
+
+    [1] `Pareto Smoothed Importance Sampling`,
+        A. Vehtari, A. Gelman, J. Gabry (2015)
     """
 
     log_weights: torch.Tensor

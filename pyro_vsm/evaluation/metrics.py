@@ -15,7 +15,21 @@ r"""Diagnostics of a trained latent-variable model, per data point where that ma
 * :func:`low_posterior_samples`: Rosca et al. (2018), Algorithm 1.
 
 All of them evaluate under ``torch.no_grad()`` (the score-based ones enable autograd locally) and
-reuse the per-data-point traces of :mod:`._tracing`.
+reuse the same per-data-point traces.
+
+References:
+
+[1] `On the failure of variational score matching for VAE models`,
+    Li K. Wenliang (2022)
+
+[2] `Estimation of Non-Normalized Statistical Models by Score Matching`,
+    A. Hyvärinen (2005)
+
+[3] `Distribution Matching in Variational Inference`,
+    M. Rosca, B. Lakshminarayanan, S. Mohamed (2018)
+
+[4] `ELBO surgery: yet another way to carve up the variational evidence lower bound`,
+    M. D. Hoffman, M. J. Johnson (2016)
 """
 
 import math
@@ -38,7 +52,17 @@ def negative_elbo(
     model, guide, *args, num_samples=5, max_plate_nesting=None, data_plate=None, **kwargs
 ):
     r"""Monte Carlo :math:`-\mathrm{ELBO}` per data point (``num_samples`` draws from the
-    guide); shape ``[N]``."""
+    guide); shape ``[N]``.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     num_samples = positive_int(num_samples, "num_samples")
     with torch.no_grad():
         info = inspect_model(
@@ -76,6 +100,15 @@ def posterior_fisher_divergence(
     Since :math:`\nabla_z\log p(x, z) = \nabla_z\log p(z|x)`, this is the Fisher divergence
     between the guide and the exact posterior. Latents are differentiated in the space they are
     sampled in (no change of variables).
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     """
     num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
@@ -121,6 +154,19 @@ def score_matching_loss(
     is better. Laplacians use the closed forms of :mod:`pyro_vsm.ops.scores` (Gaussian
     likelihoods), else autograd (``laplacian``, ``num_projections`` as there). Observed sites
     must be continuous and real-valued.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    :returns: :math:`J(x_n)`, shape ``[N]``.
     """
     num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
@@ -177,7 +223,16 @@ def _broadcast_point_weights(w, info, like):
 def reconstruction_mse(model, guide, *args, max_plate_nesting=None, data_plate=None, **kwargs):
     r"""Mean squared error per data point of the model's mean observation when the latents are set
     to the guide's means ("encode, decode from the mean of q"; Wenliang, 2022, Appendix B.2):
-    averaged over the elements of every observed site of the point. Shape ``[N]``."""
+    averaged over the elements of every observed site of the point. Shape ``[N]``.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     info = inspect_model(
         model, guide, args, kwargs, max_plate_nesting, data_plate, "reconstruction_mse"
     )
@@ -270,6 +325,15 @@ def elbo_surgery(
     Algorithm 2), ``chunk_size`` query points at a time. The prior :math:`p(z)` is the model's
     latent density at the sampled point's own position in the data plate.
 
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: dict with scalar tensors ``average_kl``, ``marginal_kl``, ``mutual_information``
         and ``stderr_marginal_kl`` (standard error of the Monte Carlo mean).
     """
@@ -307,7 +371,18 @@ def marginal_kl(
     **kwargs,
 ):
     r""":math:`\mathrm{KL}[q(z)\|p(z)]` of the aggregate posterior over the data plate (Rosca et
-    al., 2018, Algorithm 2); a scalar tensor. See :func:`elbo_surgery`."""
+    al., 2018, Algorithm 2); a scalar tensor. See :func:`elbo_surgery`.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     return elbo_surgery(
         model,
         guide,
@@ -338,6 +413,16 @@ def low_posterior_samples(
     :math:`\log q(z) = \log\frac1N\sum_n q(z|x_n)` for each, and keeps the ``num_keep`` with
     the lowest value. Decode them with the model's decoder to see the "low posterior samples".
 
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_prior_samples: the least number of prior draws.
+    :param int num_keep: the number of draws returned.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: ``(latents, log_qz)``: a dict site → tensor ``[num_keep, *point_shape]`` (the
         latent of one data point) and the ``[num_keep]`` values of :math:`\log q(z)`, ascending.
     """

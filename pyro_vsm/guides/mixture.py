@@ -15,7 +15,7 @@ def _generator(seed):
 
 
 class GaussianMixtureGuide(PyroModule):
-    r"""Non-amortised Gaussian-mixture guide (Wenliang, 2022, Appendix A.5.2).
+    r"""Non-amortised Gaussian-mixture guide (Appendix A.5.2 of [1]).
 
     .. math::
 
@@ -56,8 +56,14 @@ class GaussianMixtureGuide(PyroModule):
     :param float init_scale: initial standard deviation of every component.
     :param float prior_scale: standard deviation of the prior the initial means are drawn from.
     :param seed: an int or a :class:`torch.Generator` for the initial means (None: the global RNG).
-    :param dtype, device: of the parameters.
+    :param torch.dtype dtype: dtype of the parameters.
+    :param torch.device device: device of the parameters.
     :param str name: prefix of the parameter names.
+
+    References:
+
+    [1] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     def __init__(
@@ -124,7 +130,11 @@ class GaussianMixtureGuide(PyroModule):
         )
 
     def forward(self, *args, **kwargs):
-        r"""Samples the site (the model's arguments are accepted and ignored)."""
+        r"""Samples the site (the model's arguments are accepted and ignored).
+
+        :param args: the model's positional arguments (ignored).
+        :param kwargs: the model's keyword arguments (ignored).
+        """
         q = self.distribution()
         if self.num_posteriors is None:
             return pyro.sample(self.site, q)
