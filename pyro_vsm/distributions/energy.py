@@ -5,8 +5,9 @@ needs ``log_prob``; ``sample`` is never called. :class:`EnergyDistribution` ther
 *unnormalized* log-density :math:`-E(z)` (plus a normalised base log-density for an
 exponentially tilted base) and says so through :attr:`EnergyDistribution.is_normalized`. With it,
 ``Trace_ELBO`` computes the analogous lower bound :math:`\mathbb E_q[\log p(x|z) - E(z) -
-\log q(z|x)] = \mathrm{ELBO} + \log Z` (Section 2.3 of [1]), which has the right gradients for the guide and the decoder but **not** for the
-energy's parameters (:math:`\log Z` depends on them); those need their own objective.
+\log q(z|x)] = \mathrm{ELBO} + \log Z` (Section 2.3 of [1]), which has the right gradients for
+the guide and the decoder but **not** for the energy's parameters (:math:`\log Z` depends on
+them); those need their own objective.
 
 References:
 

@@ -45,8 +45,9 @@ class AdversarialPriorLoss(EnergyPriorLoss):
 
     **The variational prior.** ``variational_prior`` is
 
-    * ``None`` (default): an IAF (:func:`~pyro_vsm.guides.variational_prior.iaf_prior`, needs zuko, the ``[flows]`` extra) is built
-      for each energy site on the first call, with the site's dimension, dtype and device;
+    * ``None`` (default): an IAF (:func:`~pyro_vsm.guides.variational_prior.iaf_prior`, needs
+      zuko, the ``[flows]`` extra) is built for each energy site on the first call, with the
+      site's dimension, dtype and device;
     * a zuko flow (any module whose call with no argument returns a distribution with
       ``rsample``/``rsample_and_log_prob``; zuko distributions are drawn through
       :class:`pyro.contrib.zuko.ZukoToPyro`);

@@ -251,8 +251,9 @@ def smooth_knn_statistic(
 
     which has mean exactly 0 (given the pooled points, hence also on average) and variance
     about 1 when :math:`x` and :math:`y` are exchangeable, and grows (like a z-score) as the
-    distributions separate: smaller is better, values near 0 mean "indistinguishable". :math:`\varepsilon` only guards against a degenerate (uniform)
-    graph, whose permutation variance is 0. The statistic is differentiable with respect to
+    distributions separate: smaller is better, values near 0 mean "indistinguishable".
+    :math:`\varepsilon` only guards against a degenerate (uniform) graph, whose permutation
+    variance is 0. The statistic is differentiable with respect to
     ``x`` and ``y`` (for :math:`k > 1` via double backpropagation through the marginals).
 
     With ``return_pvalue=True`` a permutation test is run as well: :math:`T` is recomputed from
