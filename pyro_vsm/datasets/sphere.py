@@ -10,14 +10,14 @@ reference implementation.
 * ``"s2"`` (on the sphere, points in :math:`\mathbb R^3`): the reference code's four components
   (drawn there with seed 23), with the directions normalised after rounding to three decimals:
 
-  ====================== ============ ========
-  direction              concentration weight
-  ====================== ============ ========
-  (0.651, 0.025, -0.759) 5.567        0.075
-  (0.600, 0.444, -0.665) 7.096        0.072
-  (-0.206, -0.638, -0.742) 6.612      0.537
-  (0.920, -0.180, 0.348) 2.147        0.316
-  ====================== ============ ========
+  ======================== ============= ======
+  direction                concentration weight
+  ======================== ============= ======
+  (0.651, 0.025, -0.759)   5.567         0.075
+  (0.600, 0.444, -0.665)   7.096         0.072
+  (-0.206, -0.638, -0.742) 6.612         0.537
+  (0.920, -0.180, 0.348)   2.147         0.316
+  ======================== ============= ======
 
 :func:`make_sphere` draws i.i.d. points (exactly, with SciPy's ``vonmises_fisher`` and
 ``numpy.random.default_rng(seed)``, in float64 on the CPU, converted at the end, like

@@ -41,17 +41,17 @@ accepted (one host synchronisation per round; the acceptance rate is high, above
 :math:`p` and :math:`\kappa`, so a handful of rounds).
 
 **Gradients** (Naesseth et al. [2]; Davidson et al. [3]). :meth:`VonMisesFisher.rsample` is
-differentiable in ``loc`` and ``concentration`` through :math:`x = T_\mu(h(\varepsilon,
-\kappa), v)` with the accepted :math:`\varepsilon` held fixed. That pathwise term
-:math:`g_{\mathrm{rep}}` alone is **biased** for :math:`\kappa`: the accepted
-:math:`\varepsilon` has density :math:`\pi(\varepsilon; \kappa) = s(\varepsilon)\,q(h(\varepsilon,
-\kappa); \kappa)/r(h(\varepsilon, \kappa); \kappa)` (:math:`q` the density of :math:`w`,
-:math:`r` the proposal's), which depends on :math:`\kappa`. The exact gradient adds the score
-term :math:`g_{\mathrm{cor}} = \mathbb E[f(x)\,\nabla_\kappa\log\frac{q(h(\varepsilon,
-\kappa);\kappa)}{r(h(\varepsilon,\kappa);\kappa)}]`. :meth:`VonMisesFisher.score_parts` returns
-that log-ratio as its ``score_function`` for the last value drawn by :meth:`rsample`, so Pyro's
-``Trace_ELBO`` (and every ELBO that uses score parts) adds :math:`g_{\mathrm{cor}}` by itself,
-as for Pyro's own ``Rejector``. In plain torch use the surrogate
+differentiable in ``loc`` and ``concentration`` through :math:`x = T_\mu(h(\varepsilon, \kappa), v)`
+with the accepted :math:`\varepsilon` held fixed. That pathwise term :math:`g_{\mathrm{rep}}` alone
+is **biased** for :math:`\kappa`: the accepted :math:`\varepsilon` has density
+:math:`\pi(\varepsilon; \kappa) = s(\varepsilon)\,q(h(\varepsilon, \kappa); \kappa)/r(h(\varepsilon,
+\kappa); \kappa)` (:math:`q` the density of :math:`w`, :math:`r` the proposal's), which depends on
+:math:`\kappa`. The exact gradient adds the score term :math:`g_{\mathrm{cor}} = \mathbb
+E[f(x)\,\nabla_\kappa\log\frac{q(h(\varepsilon, \kappa);\kappa)}{r(h(\varepsilon,\kappa);\kappa)}]`.
+:meth:`VonMisesFisher.score_parts` returns that log-ratio as its ``score_function`` for the last
+value drawn by :meth:`VonMisesFisher.rsample`, so Pyro's ``Trace_ELBO`` (and every ELBO that uses
+score parts) adds :math:`g_{\mathrm{cor}}` by itself, as for Pyro's own ``Rejector``. In plain torch
+use the surrogate
 
 .. code-block:: python
 

@@ -55,11 +55,12 @@ class GaussianVariationalPrior(nn.Module):
 
 
 def iaf_prior(dim, transforms=4, hidden_features=(64, 64), **kwargs):
-    r"""An inverse autoregressive flow :math:`q_\zeta(z)` (Kingma et al. [1]), the adversary of
-    the MNIST experiment of "Variational Inference with Unnormalized Priors", built with
-    `zuko <https://zuko.readthedocs.io>`_ (the ``[flows]`` extra): a zuko ``MAF`` whose transform
-    is inverted, so that sampling (with the log-density of the sample) takes one pass and only
-    evaluating the log-density of an arbitrary point is sequential. Returns a zuko ``Flow`` (``flow()`` is the distribution).
+    r"""An inverse autoregressive flow :math:`q_\zeta(z)` (Kingma et al. [1]), the adversary of the
+    MNIST experiment of "Variational Inference with Unnormalized Priors", built with `zuko
+    <https://zuko.readthedocs.io>`_ (the ``[flows]`` extra): a zuko ``MAF`` whose transform is
+    inverted, so that sampling (with the log-density of the sample) takes one pass and only
+    evaluating the log-density of an arbitrary point is sequential. Returns a zuko ``Flow``
+    (``flow()`` is the distribution).
 
     :param int dim: dimension of ``z``.
     :param int transforms: number of autoregressive layers.

@@ -16,28 +16,28 @@ losses here train decoder and guide on the ALB and give the energy its own objec
 
 * :class:`SSMPriorLoss` (Algorithm 1): sliced score matching of the energy to the aggregate
   posterior, on detached posterior samples;
-* :class:`AdversarialPriorLoss` (Algorithm 2): a variational prior :math:`q_\zeta(z)` (a
-  normalising flow) maximises the lower bound :math:`\mathbb E_{q_\zeta}[-E_\beta - \log
-  q_\zeta] \le \log Z_\beta` and the energy takes contrastive-divergence steps between posterior
-  and :math:`q_\zeta` samples;
+* :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss` (Algorithm 2): a variational prior
+  :math:`q_\zeta(z)` (a normalising flow) maximises the lower bound :math:`\mathbb
+  E_{q_\zeta}[-E_\beta - \log q_\zeta] \le \log Z_\beta` and the energy takes contrastive-divergence
+  steps between posterior and :math:`q_\zeta` samples;
 * :class:`ImportanceWeightedPriorLoss` (eq. 5): :math:`\log Z_\beta` estimated by
   self-normalised importance sampling with the guide's samples. **The paper shows that this
   fails** (Section 4.1): the guide matches the posterior, not the prior, so the estimate of
   :math:`\log Z` and its gradient (eq. 7) are badly biased and high-variance, and the prior
   converges to a poor solution. It is provided as the baseline of that experiment.
 
-**Parameter groups.** On every step the loss finds the *prior* parameters: the parameters the
-model reads (``pyro.param`` sites of the model trace) that the prior's log-density at the energy
-site(s) depends on (autograd connectivity of :math:`\log\tilde p(z)` at a detached ``z``, so
-energies registered with ``pyro.module`` and :class:`~pyro.nn.PyroModule` energies both work, as
-do parameters of an ``EnergyDistribution``'s ``base``). Every other parameter of the model and
-the guide belongs to the *VAE* group (decoder and guide). A parameter read by both the energy and
-the decoder counts as a prior parameter. The variational prior of :class:`AdversarialPriorLoss`
-is a third group. Each group receives the gradient of its own objective only (``backward`` with
-``inputs=`` the group), and ``svi.step`` updates all groups at once. Use a per-parameter
-learning rate for the paper's setting (VAE ``1e-3``, prior ``2e-4``); Pyro passes the
-parameter's name (``"energy.W"`` for :class:`~pyro_vsm.models.EnergyPriorVAE`, ``"energy.W"`` too
-for ``pyro.module("energy", ...)``)::
+**Parameter groups.** On every step the loss finds the *prior* parameters: the parameters the model
+reads (``pyro.param`` sites of the model trace) that the prior's log-density at the energy site(s)
+depends on (autograd connectivity of :math:`\log\tilde p(z)` at a detached ``z``, so energies
+registered with ``pyro.module`` and :class:`~pyro.nn.PyroModule` energies both work, as do
+parameters of an ``EnergyDistribution``'s ``base``). Every other parameter of the model and the
+guide belongs to the *VAE* group (decoder and guide). A parameter read by both the energy and the
+decoder counts as a prior parameter. The variational prior of
+:class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss` is a third group. Each group
+receives the gradient of its own objective only (``backward`` with ``inputs=`` the group), and
+``svi.step`` updates all groups at once. Use a per-parameter learning rate for the paper's setting
+(VAE ``1e-3``, prior ``2e-4``); Pyro passes the parameter's name (``"energy.W"`` for
+:class:`~pyro_vsm.models.EnergyPriorVAE`, ``"energy.W"`` too for ``pyro.module("energy", ...)``)::
 
     Adam(lambda name: {"lr": 2e-4 if name.startswith("energy.") else 1e-3})
 
@@ -328,7 +328,7 @@ class ImportanceWeightedPriorLoss(EnergyPriorLoss):
        4.1): the guide approximates the posterior :math:`p(z|x)`, not the prior, so its samples
        do not represent :math:`e^{-E}`; :math:`\log \hat Z` is strongly biased (low) and its
        gradient high-variance, and the prior converges to a poor solution. Prefer
-       :class:`SSMPriorLoss` or :class:`AdversarialPriorLoss`.
+       :class:`SSMPriorLoss` or :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss`.
 
     The value is :math:`-\mathcal L` summed over the data plate (:meth:`terms`: ``"neg_alb"`` and
     ``"log_z"``, the per-point :math:`\log\hat Z` summed over the plate). For finite ``K``
