@@ -29,7 +29,7 @@ float64 on the CPU; the result is converted to ``dtype``/``device`` at the end.
 References:
 
 [1] `A note on the evaluation of generative models`,
-    L. Theis, A. van den Oord, M. Bethge (2016)
+    Lucas Theis, Aäron van den Oord, Matthias Bethge (2016)
 """
 
 import numpy as np

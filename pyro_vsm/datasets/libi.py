@@ -33,7 +33,7 @@ the float32 data are the float64 data rounded once.
 References:
 
 [1] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
-    Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
+    Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
 """
 
 import math

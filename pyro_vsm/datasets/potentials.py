@@ -54,7 +54,7 @@ density estimates) and :func:`potential_log_prob` the normalised log-density.
 References:
 
 [1] `Variational Inference with Normalizing Flows`,
-    D. J. Rezende, S. Mohamed (2015)
+    Danilo Jimenez Rezende, Shakir Mohamed (2015)
 """
 
 import functools

@@ -24,13 +24,13 @@ References:
     anonymous authors (under double-blind review)
 
 [2] `Gaussian-Bernoulli RBMs Without Tears`,
-    R. Liao, S. Kornblith, M. Ren, D. J. Fleet, G. Hinton (2022)
+    Renjie Liao, Simon Kornblith, Mengye Ren, David J. Fleet, Geoffrey Hinton (2022)
 
 [3] `A Wasserstein Minimum Velocity Approach to Learning Unnormalized Models`,
-    Z. Wang, S. Cheng, Y. Li, J. Zhu, B. Zhang (2020)
+    Ziyu Wang, Shuyu Cheng, Yueru Li, Jun Zhu, Bo Zhang (2020)
 
 [4] `Learning Latent Space Energy-Based Prior Model`,
-    B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
+    Bo Pang, Tian Han, Erik Nijkamp, Song-Chun Zhu, Ying Nian Wu (2020)
 """
 
 import math
@@ -158,10 +158,10 @@ class GRBMEnergy(nn.Module):
         anonymous authors (under double-blind review)
 
     [2] `Gaussian-Bernoulli RBMs Without Tears`,
-        R. Liao, S. Kornblith, M. Ren, D. J. Fleet, G. Hinton (2022)
+        Renjie Liao, Simon Kornblith, Mengye Ren, David J. Fleet, Geoffrey Hinton (2022)
 
     [3] `Bi-level Score Matching for Learning Energy-based Latent Variable Models`,
-        F. Bao, C. Li, K. Xu, H. Su, J. Zhu, B. Zhang (2020)
+        Fan Bao, Chongxuan Li, Kun Xu, Hang Su, Jun Zhu, Bo Zhang (2020)
     """
 
     #: the largest ``num_hidden`` for which :meth:`log_partition` enumerates all states
@@ -388,7 +388,7 @@ class QuadraticFormEnergy(nn.Module):
     References:
 
     [1] `A Wasserstein Minimum Velocity Approach to Learning Unnormalized Models`,
-        Z. Wang, S. Cheng, Y. Li, J. Zhu, B. Zhang (2020)
+        Ziyu Wang, Shuyu Cheng, Yueru Li, Jun Zhu, Bo Zhang (2020)
     """
 
     def __init__(
@@ -444,7 +444,7 @@ class TiltedGaussianEnergy(nn.Module):
     References:
 
     [1] `Learning Latent Space Energy-Based Prior Model`,
-        B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
+        Bo Pang, Tian Han, Erik Nijkamp, Song-Chun Zhu, Ying Nian Wu (2020)
     """
 
     def __init__(

@@ -65,7 +65,7 @@ class EnergyDistribution(TorchDistribution):
     References:
 
     [1] `Learning Latent Space Energy-Based Prior Model`,
-        B. Pang, T. Han, E. Nijkamp, S.-C. Zhu, Y. N. Wu (2020)
+        Bo Pang, Tian Han, Erik Nijkamp, Song-Chun Zhu, Ying Nian Wu (2020)
     """
 
     arg_constraints = {}

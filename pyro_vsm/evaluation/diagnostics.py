@@ -27,7 +27,7 @@ class ImportanceDiagnostics:
     References:
 
     [1] `Pareto Smoothed Importance Sampling`,
-        A. Vehtari, A. Gelman, J. Gabry (2015)
+        Aki Vehtari, Andrew Gelman, Jonah Gabry (2015)
     """
 
     log_weights: torch.Tensor

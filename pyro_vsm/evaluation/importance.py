@@ -14,7 +14,7 @@ the estimate is not trustworthy).
 References:
 
 [1] `Pareto Smoothed Importance Sampling`,
-    A. Vehtari, A. Gelman, J. Gabry (2015)
+    Aki Vehtari, Andrew Gelman, Jonah Gabry (2015)
 """
 
 import math

@@ -23,13 +23,13 @@ References:
     Li K. Wenliang (2022)
 
 [2] `Estimation of Non-Normalized Statistical Models by Score Matching`,
-    A. Hyvärinen (2005)
+    Aapo Hyvärinen (2005)
 
 [3] `Distribution Matching in Variational Inference`,
-    M. Rosca, B. Lakshminarayanan, S. Mohamed (2018)
+    Mihaela Rosca, Balaji Lakshminarayanan, Shakir Mohamed (2018)
 
 [4] `ELBO surgery: yet another way to carve up the variational evidence lower bound`,
-    M. D. Hoffman, M. J. Johnson (2016)
+    Matthew D. Hoffman, Matthew J. Johnson (2016)
 """
 
 import math

@@ -71,7 +71,8 @@ def iaf_prior(dim, transforms=4, hidden_features=(64, 64), **kwargs):
     References:
 
     [1] `Improved Variational Inference with Inverse Autoregressive Flow`,
-        D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling (2016)
+        Diederik P. Kingma, Tim Salimans, Rafal Jozefowicz, Xi Chen, Ilya Sutskever, Max Welling
+        (2016)
     """
     try:
         import zuko

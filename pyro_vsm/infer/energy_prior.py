@@ -55,7 +55,7 @@ References:
     anonymous authors (under double-blind review)
 
 [2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
-    Y. Song, S. Garg, J. Shi, S. Ermon (2020)
+    Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
 """
 
 import math
@@ -267,7 +267,7 @@ class SSMPriorLoss(EnergyPriorLoss):
         anonymous authors (under double-blind review)
 
     [2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
-        Y. Song, S. Garg, J. Shi, S. Ermon (2020)
+        Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
     """
 
     def __init__(

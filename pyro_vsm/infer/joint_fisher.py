@@ -41,7 +41,7 @@ class JointFisherLoss(ScoreLoss):
         Li K. Wenliang (2022)
 
     [2] `Fisher Auto-Encoders`,
-        K. Elkhalil, A. Hasan, J. Ding, S. Farsiu, V. Tarokh (2021)
+        Khalil Elkhalil, Ali Hasan, Jie Ding, Sina Farsiu, Vahid Tarokh (2021)
     """
 
     def _terms(self, model, guide, args, kwargs, latent_mode, create_graph):

@@ -147,7 +147,8 @@ class M2Loss(M1Loss):
     References:
 
     [1] `On Autoencoders and Score Matching for Energy Based Models`,
-        K. Swersky, M. Ranzato, D. Buchman, B. M. Marlin, N. de Freitas (2011)
+        Kevin Swersky, Marc'Aurelio Ranzato, David Buchman, Benjamin M. Marlin, Nando de Freitas
+        (2011)
 
     [2] `On the failure of variational score matching for VAE models`,
         Li K. Wenliang (2022)
@@ -208,7 +209,7 @@ class M3Loss(M2Loss):
     References:
 
     [1] `Bi-level Score Matching for Learning Energy-based Latent Variable Models`,
-        F. Bao, C. Li, K. Xu, H. Su, J. Zhu, B. Zhang (2020)
+        Fan Bao, Chongxuan Li, Kun Xu, Hang Su, Jun Zhu, Bo Zhang (2020)
 
     [2] `On the failure of variational score matching for VAE models`,
         Li K. Wenliang (2022)

@@ -49,10 +49,10 @@ input and the statistic is differentiable with respect to the codes.
 References:
 
 [1] `A class of invariant consistent tests for multivariate normality`,
-    N. Henze, B. Zirkler (1990)
+    Norbert Henze, Bernd Zirkler (1990)
 
 [2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
-    Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
+    Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
 """
 
 import math

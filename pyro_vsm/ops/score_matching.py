@@ -7,7 +7,7 @@ projection instead of :math:`d` backward passes for the Laplacian.
 References:
 
 [1] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
-    Y. Song, S. Garg, J. Shi, S. Ermon (2020)
+    Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
 """
 
 import torch

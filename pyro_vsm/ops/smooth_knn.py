@@ -11,10 +11,10 @@ for ``d = 1``.
 References:
 
 [1] `Learning Implicit Generative Models Using Differentiable Graph Tests`,
-    J. Djolonga, A. Krause (2017)
+    Josip Djolonga, Andreas Krause (2017)
 
 [2] `Multivariate generalizations of the Wald-Wolfowitz and Smirnov two-sample tests`,
-    J. H. Friedman, L. C. Rafsky (1979)
+    Jerome H. Friedman, Lawrence C. Rafsky (1979)
 """
 
 import math
@@ -280,10 +280,10 @@ def smooth_knn_statistic(
     References:
 
     [1] `Learning Implicit Generative Models Using Differentiable Graph Tests`,
-        J. Djolonga, A. Krause (2017)
+        Josip Djolonga, Andreas Krause (2017)
 
     [2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
-        Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
+        Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
     """
     x, y = _check_pair(x, y, min_size=2)
     n1, n2 = x.shape[0], y.shape[0]

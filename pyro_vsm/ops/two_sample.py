@@ -14,10 +14,10 @@ of shape ``(n, d)``, or ``(n,)`` for ``d = 1``.
 References:
 
 [1] `A Kernel Two-Sample Test`,
-    A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf, A. Smola (2012)
+    Arthur Gretton, Karsten M. Borgwardt, Malte J. Rasch, Bernhard Schölkopf, Alexander Smola (2012)
 
 [2] `Demystifying MMD GANs`,
-    M. Bińkowski, D. J. Sutherland, M. Arbel, A. Gretton (2018)
+    Mikołaj Bińkowski, Danica J. Sutherland, Michael Arbel, Arthur Gretton (2018)
 """
 
 import numbers
