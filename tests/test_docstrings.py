@@ -18,6 +18,7 @@ PENDING = {
     "datasets/files.py",
     "evaluation/ais.py",
     "experiments.py",
+    "infer/lagging.py",
     "infer/libi.py",
     "models/__init__.py",
     "models/energy_prior.py",
@@ -79,6 +80,9 @@ def _problems(source):
                 body = x[indent:]
                 if not (ENTRY.match(body) or body.startswith("    ")):
                     found.append(f"line {line}: reference line {x.strip()!r}")
+                elif re.match(r"\s+[A-Z]\. ", body):
+                    # "Y. Song" at the start of a line is an enumerated list item in RST
+                    found.append(f"line {line}: author line starts with an initial {x.strip()!r}")
     return found
 
 
@@ -96,6 +100,7 @@ def test_pending_modules_exist():
 def test_the_checks_can_fail():
     bad = (
         '"""Module.\n\nReferences\n\n* A. B. *Title*. 2020.\n"""\n\n'
+        'def g():\n    r"""Doc.\n\n    References:\n\n    [1] `Title`,\n        A. Bee (2020)\n    """\n\n'
         'def f(a, b):\n    r"""Doc.\n\n    :param a, b: numbers (see tests/test_x.py).\n    """\n'
     )
     problems = _problems(bad)
@@ -103,8 +108,9 @@ def test_the_checks_can_fail():
     assert any("references header" in p for p in problems)
     assert any("several names" in p for p in problems)
     assert any("outside the package" in p for p in problems)
+    assert any("starts with an initial" in p for p in problems)
     good = (
-        'r"""Module.\n\nReferences:\n\n[1] `Title`,\n    A. B (2020)\n"""\n\n'
+        'r"""Module.\n\nReferences:\n\n[1] `Title`,\n    Ann Bee, C. Dee (2020)\n"""\n\n'
         'def f(a, b):\n    r"""Doc.\n\n    :param tuple[int, int] a: a pair.\n    """\n'
     )
     assert _problems(good) == []
