@@ -1,4 +1,4 @@
-"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
+r"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
 
 from .infer import (
     AdversarialPriorLoss,

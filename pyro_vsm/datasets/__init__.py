@@ -1,4 +1,4 @@
-"""Built-in data sets (no downloads)."""
+r"""Built-in data sets (no downloads)."""
 
 from .digits import load_digits
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform

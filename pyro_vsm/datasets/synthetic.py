@@ -9,10 +9,15 @@ learning, kept at their paper's scale (:mod:`pyro_vsm.datasets.mvl`).
 
 Standard toy sets: ``banana``, ``rings``, ``8gaussians``, ``checkerboard``, ``2spirals``.
 
+<<<<<<< HEAD
 Sets of *A Wasserstein minimum velocity approach* (:mod:`pyro_vsm.datasets.mvl`): ``mvl-banana``,
 ``cosine``.
 
 Sets of *Variational score matching failure* (Section 5.1, Figure 3, Appendix B.1, Figures 6--7).
+=======
+Sets of *On the failure of variational score matching for VAE models* [1] (Section 5.1,
+Figure 3, Appendix B.1, Figures 6--7).
+>>>>>>> docs
 The paper names only one of its "five synthetic datasets" (the "star dataset" of Figure 6) and
 gives no formulas; the definitions below follow the data classes in the authors' reference code,
 github.com/kevin-w-li/LatentScoreMatching, ``run_bilevel_toy.py`` (commit ``cbdab3d``: classes
@@ -47,6 +52,11 @@ not copied.
 The other three of the paper's five sets (Figure 7) are not named in the paper and not defined in
 the published reference code, so they are not provided; whether any of the standard sets above is
 one of them is unknown.
+
+References:
+
+[1] `On the failure of variational score matching for VAE models`,
+    Li K. Wenliang (2022)
 """
 
 import math
@@ -127,10 +137,13 @@ _ALIASES_2D = {"sparse": "star"}
 
 
 def make_2d(name, num_samples, seed=0, dtype=torch.float32, device=None):
-    """``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
+    r"""``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
 
     :param str name: one of :data:`DATASETS_2D` (or ``"sparse"``, another name for ``"star"``).
+    :param int num_samples: number of points.
     :param int seed: the same seed gives the same points.
+    :param torch.dtype dtype: dtype of the result.
+    :param torch.device device: device of the result.
     """
     name = _ALIASES_2D.get(name, name)
     if name not in DATASETS_2D:

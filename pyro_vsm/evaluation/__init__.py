@@ -1,8 +1,8 @@
-"""Evaluation of latent-variable models: log-likelihoods, log-partition functions, diagnostics.
+r"""Evaluation of latent-variable models: log-likelihoods, log-partition functions, diagnostics.
 
 * :func:`importance_log_likelihood` and :func:`ais_log_likelihood`: one estimate of
-  :math:`\\log p(x_n)` per element of the data plate, with per-point diagnostics;
-* :func:`log_partition`: :math:`\\log\\int e^{-E(z)}dz` of an energy, exact or by AIS;
+  :math:`\log p(x_n)` per element of the data plate, with per-point diagnostics;
+* :func:`log_partition`: :math:`\log\int e^{-E(z)}dz` of an energy, exact or by AIS;
 * diagnostics: :func:`negative_elbo`, :func:`posterior_fisher_divergence`,
   :func:`score_matching_loss`, :func:`reconstruction_mse`, :func:`marginal_kl`,
   :func:`elbo_surgery`, :func:`low_posterior_samples`, and the two-sample statistics :func:`mmd`
