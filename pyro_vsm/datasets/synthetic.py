@@ -9,15 +9,11 @@ learning, kept at their paper's scale (:mod:`pyro_vsm.datasets.mvl`).
 
 Standard toy sets: ``banana``, ``rings``, ``8gaussians``, ``checkerboard``, ``2spirals``.
 
-<<<<<<< HEAD
 Sets of *A Wasserstein minimum velocity approach* (:mod:`pyro_vsm.datasets.mvl`): ``mvl-banana``,
 ``cosine``.
 
-Sets of *Variational score matching failure* (Section 5.1, Figure 3, Appendix B.1, Figures 6--7).
-=======
 Sets of *On the failure of variational score matching for VAE models* [1] (Section 5.1,
 Figure 3, Appendix B.1, Figures 6--7).
->>>>>>> docs
 The paper names only one of its "five synthetic datasets" (the "star dataset" of Figure 6) and
 gives no formulas; the definitions below follow the data classes in the authors' reference code,
 github.com/kevin-w-li/LatentScoreMatching, ``run_bilevel_toy.py`` (commit ``cbdab3d``: classes

@@ -75,7 +75,7 @@ def _draw(x, noise, generator):
 
 
 def _energy_and_grad(fn, energy, x, create_graph):
-    """``(E(x), ∇E(x))``, the gradient taken at a leaf copy of the (detached) ``x``."""
+    r"""``(E(x), ∇E(x))``, the gradient taken at a leaf copy of the (detached) ``x``."""
     x0 = x.detach().requires_grad_(True)
     e = check_energy(fn, energy(x0), x0)
     if not e.requires_grad:
