@@ -39,6 +39,7 @@ from ._tracing import (
     run_vectorized,
 )
 from .diagnostics import AISDiagnostics
+from .sphere import sphere_augmented
 
 SCHEDULES = ("sigmoid", "linear")
 
@@ -192,7 +193,8 @@ def ais_log_likelihood(
 ):
     """Per-data-point AIS estimate of :math:`\\log p(x_n)`.
 
-    :param model: a Pyro model with continuous latents local to the data plate.
+    :param model: a Pyro model with continuous latents local to the data plate; latents on the
+        sphere are lifted to their ambient space (:func:`~pyro_vsm.evaluation.sphere_augmented`).
     :param args: positional arguments of ``model`` (and ``guide``).
     :param guide: start the chains from the guide :math:`q(z|x)` instead of the prior.
     :param int num_temperatures: number ``T`` of annealing steps.
@@ -213,6 +215,9 @@ def ais_log_likelihood(
     """
     num_chains = positive_int(num_chains, "num_chains")
     chain_chunk_size = positive_int(chain_chunk_size or num_chains, "chain_chunk_size")
+    # latents on the sphere move in their ambient space (an exact Gaussian augmentation)
+    model = sphere_augmented(model)
+    guide = None if guide is None else sphere_augmented(guide)
     info = inspect_model(
         model,
         guide,

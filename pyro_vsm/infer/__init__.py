@@ -6,6 +6,7 @@ from .base import ScoreLoss
 from .beta_elbo import BetaELBO
 from .energy_prior import EnergyPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from .grouped import GroupedLoss, Objective
+from .implicit import ImplicitELBO, ImplicitWAELoss
 from .inference import check_inference, guide_objective_terms, inference_latent_mode
 from .joint_fisher import JointFisherLoss
 from .lagging import LaggingInferenceELBO
@@ -23,6 +24,7 @@ from .schedules import (
     SinglePhase,
 )
 from .traces import trace_scores
+from .wae import MMDWAELoss
 
 __all__ = [
     "AdversarialPriorLoss",
@@ -32,6 +34,8 @@ __all__ = [
     "CyclicSchedule",
     "EnergyPriorLoss",
     "GroupedLoss",
+    "ImplicitELBO",
+    "ImplicitWAELoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
     "LaggingInferenceELBO",
@@ -40,6 +44,7 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MMDWAELoss",
     "MVLLoss",
     "MVLPriorLoss",
     "NonFiniteLossError",
