@@ -176,14 +176,25 @@ def _order(summary, n, better, worse, metric="nll_ais"):
 
 
 def report(summary, args, cpu):
-    header = ["n_z", "encoder", "Euc. AIS", "Sph. AIS", "Euc. IS", "Sph. IS", "paper Euc.", "paper Sph."]
+    header = [
+        "n_z",
+        "encoder",
+        "Euc. AIS",
+        "Sph. AIS",
+        "Euc. IS",
+        "Sph. IS",
+        "paper Euc.",
+        "paper Sph.",
+    ]
     lines = []
     for n in args.latent_dims:
         for encoder in ENCODERS:
             row = [n, encoder]
             for metric in ("nll_ais", "nll_is"):
                 for latent in LATENTS:
-                    row.append(reporting.format_mean(*_cell(summary, n, encoder, latent, metric), 2))
+                    row.append(
+                        reporting.format_mean(*_cell(summary, n, encoder, latent, metric), 2)
+                    )
             row += [PAPER.get((n, encoder, latent), "—") for latent in LATENTS]
             lines.append(row)
     table = reporting.markdown_table(header, lines)

@@ -82,7 +82,9 @@ def build(method, latent, args):
     model = vae.mlp(64, args.latent_dim, hidden=hidden)
     guide = ImplicitEncoder.mlp(64, args.latent_dim, 0, hidden=hidden, manifold=manifold)
     if method == "WAE-MVL":
-        loss = ImplicitWAELoss(manifold=manifold, step_size=args.step_size, wae_lambda=args.wae_lambda)
+        loss = ImplicitWAELoss(
+            manifold=manifold, step_size=args.step_size, wae_lambda=args.wae_lambda
+        )
     elif method == "WAE-MMD":
         loss = MMDWAELoss(100 * args.wae_lambda)
     else:
@@ -163,8 +165,15 @@ def run(args):
 
 
 def report(summary, args, cpu, skipped):
-    header = ["method", "latent", "MMD² (×1e3)", "smooth 1-NN", "test recon. NLL", "recon. SE",
-              "paper FID (MNIST)"]
+    header = [
+        "method",
+        "latent",
+        "MMD² (×1e3)",
+        "smooth 1-NN",
+        "test recon. NLL",
+        "recon. SE",
+        "paper FID (MNIST)",
+    ]
     lines = []
     for s in summary:
         lines.append(

@@ -28,12 +28,11 @@ penalty :math:`\lambda_E E_\psi^2` on the energy's values; :math:`\log q` is the
 
 **Groups and updates.** Two parameter groups: the *autoencoder* (the model's and the guide's
 parameters) and the *energy* (a module the loss owns). With ``updates="simultaneous"``
-(default) one ``svi.step`` moves both, each from its own objective, on the same draw of the
-encoder: one guide and model pass per iteration, so one step is one iteration of the paper's
-algorithm; the energy lags the encoder by one step, which at the small learning rates these
-models need changes nothing measurable. ``updates="alternating"`` takes an autoencoder step,
-then an energy step on a fresh draw of the updated encoder (the order of the reference code; two
-``svi.step`` calls per iteration).
+(default) one ``svi.step`` moves both, each from its own objective, on one draw of the encoder:
+one guide and model pass per iteration and one ``svi.step`` per iteration of the paper's
+algorithm. ``updates="alternating"`` takes an autoencoder step, then an energy step on a fresh
+draw of the updated encoder (the reference code's order; two ``svi.step`` calls per iteration).
+Every step reports both objectives' values.
 
 **The energy** is owned by the loss (:attr:`~pyro_vsm.infer.GroupedLoss.owned_modules`): under
 ``SVI`` it is registered in Pyro's param store as ``prefix + "conditional_energy"`` (or
@@ -43,11 +42,10 @@ then an energy step on a fresh draw of the updated encoder (the order of the ref
 (two hidden layers of 256 tanh units, input scale :math:`\sqrt{n+1}` on :math:`S^n`) on the first
 call; call :meth:`~pyro_vsm.infer.GroupedLoss.prepare` before building a torch optimizer.
 
-**Scales.** The reference code trains the energy on :math:`\epsilon J` (VAE) or :math:`10^{-3}J`
-(WAE) plus :math:`10^{-4}` (VAE) or :math:`10^{-5}` (WAE) times :math:`E(z)^2 + E(z^-)^2`; here
-the energy's objective is :math:`\hat J_\epsilon + \lambda_E E_\psi(z)^2` with :math:`\hat J`
-on its own scale, so the same regularisation is ``energy_penalty`` :math:`= 0.2` (VAE,
-:math:`\epsilon = 10^{-3}`) and :math:`0.02` (WAE), the defaults.
+**Scales.** The energy descends :math:`\hat J_\epsilon + \lambda_E E_\psi(\tilde z)^2`, with
+:math:`\hat J` on its own scale; the reference code's :math:`\epsilon\hat J + 10^{-4}(E(\tilde
+z)^2 + E(\tilde z^-)^2)` (VAE, :math:`\epsilon = 10^{-3}`) and :math:`10^{-3}\hat J +
+10^{-5}(\ldots)` (WAE) give the defaults ``energy_penalty`` 0.2 and 0.02.
 
 All terms are summed over the data plate with its scale (minibatches with ``num_data``) and
 averaged over particles, like :class:`~pyro.infer.Trace_ELBO`. The guide must have one latent
@@ -59,9 +57,6 @@ References:
 
 [1] `A Wasserstein Minimum Velocity Approach to Learning Unnormalized Models`,
     Ziyu Wang, Shuyu Cheng, Yueru Li, Jun Zhu, Bo Zhang (2020)
-
-[2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
-    Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
 """
 
 import math
@@ -382,35 +377,9 @@ class ImplicitELBO(_EntropyEnergyLoss):
         Ziyu Wang, Shuyu Cheng, Yueru Li, Jun Zhu, Bo Zhang (2020)
     """
 
-    def __init__(
-        self,
-        energy=None,
-        manifold=None,
-        step_size=1e-3,
-        *,
-        estimator="langevin",
-        control_variate=True,
-        energy_penalty=0.2,
-        updates="simultaneous",
-        prefix="",
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        retain_graph=None,
-    ):
+    def __init__(self, energy=None, manifold=None, step_size=1e-3, *, energy_penalty=0.2, **kwargs):
         super().__init__(
-            energy,
-            manifold=manifold,
-            step_size=step_size,
-            estimator=estimator,
-            control_variate=control_variate,
-            energy_penalty=energy_penalty,
-            updates=updates,
-            prefix=prefix,
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            retain_graph=retain_graph,
+            energy, manifold=manifold, step_size=step_size, energy_penalty=energy_penalty, **kwargs
         )
 
 
@@ -478,30 +447,16 @@ class ImplicitWAELoss(_EntropyEnergyLoss):
         step_size=1e-3,
         wae_lambda=10.0,
         *,
-        estimator="langevin",
-        control_variate=True,
         energy_penalty=0.02,
-        updates="simultaneous",
-        prefix="",
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        retain_graph=None,
+        **kwargs,
     ):
         super().__init__(
             energy,
             manifold=manifold,
             step_size=step_size,
-            estimator=estimator,
-            control_variate=control_variate,
             energy_penalty=energy_penalty,
             entropy_weight=check_positive(wae_lambda, "wae_lambda"),
-            updates=updates,
-            prefix=prefix,
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            retain_graph=retain_graph,
+            **kwargs,
         )
 
     @property
