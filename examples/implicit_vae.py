@@ -98,7 +98,7 @@ def train(model, guide, loss, x_train, args, seed):
     svi = SVI(model, guide, optim, loss=loss)
     gen = torch.Generator().manual_seed(seed)
     n = len(x_train)
-    for step in range(1, args.steps + 1):
+    for _ in range(args.steps):
         idx = torch.randint(n, (args.batch_size,), generator=gen)
         value = svi.step(x_train[idx], n)
         if not math.isfinite(value):
