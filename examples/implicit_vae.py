@@ -84,7 +84,7 @@ def build(encoder, latent, n, args):
     model = vae.mlp(64, n, hidden=hidden)
     if encoder == "implicit":
         guide = ImplicitEncoder.mlp(64, n, args.noise_dim, hidden=hidden, manifold=manifold)
-        loss = ImplicitELBO(manifold=manifold, step_size=args.step_size)
+        loss = ImplicitELBO(manifold=manifold, step_size=args.step_size, updates=args.updates)
         return model, guide, loss
     if manifold:
         guide = VonMisesFisherEncoder.mlp(64, n, hidden=hidden)
@@ -98,7 +98,9 @@ def train(model, guide, loss, x_train, args, seed):
     svi = SVI(model, guide, optim, loss=loss)
     gen = torch.Generator().manual_seed(seed)
     n = len(x_train)
-    for _ in range(args.steps):
+    # --steps counts iterations: an alternating loss takes two svi.step calls per iteration
+    repeats = 2 if getattr(loss, "updates", None) == "alternating" else 1
+    for _ in range(args.steps * repeats):
         idx = torch.randint(n, (args.batch_size,), generator=gen)
         value = svi.step(x_train[idx], n)
         if not math.isfinite(value):
@@ -134,8 +136,8 @@ def run(args):
     rows = []
     start = time.process_time()
     for n in args.latent_dims:
-        for encoder in ENCODERS:
-            for latent in LATENTS:
+        for encoder in args.encoders:
+            for latent in args.latents:
                 for seed in args.seeds:
                     pyro.clear_param_store()
                     pyro.set_rng_seed(seed)
@@ -224,6 +226,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--latent-dims", type=int, nargs="+", default=[2, 8])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
+    p.add_argument("--latents", nargs="+", default=list(LATENTS), choices=LATENTS)
+    p.add_argument(
+        "--updates",
+        default="simultaneous",
+        choices=("simultaneous", "alternating"),
+        help="ImplicitELBO's update order (alternating: two svi.step calls per iteration)",
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
