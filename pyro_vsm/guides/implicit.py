@@ -36,7 +36,7 @@ __all__ = ["ImplicitEncoder"]
 MANIFOLDS = (None, "sphere")
 
 
-def _plate_batch_shape(x, plate_name):
+def _plate_batch_shape(plate_name):
     r"""The batch shape of the enclosing vectorized plates, and the dim of the data plate."""
     frames = [f for f in get_plates() if f.vectorized]
     depth = max([-f.dim for f in frames], default=0)
@@ -145,6 +145,6 @@ class ImplicitEncoder(PyroModule):
         :param int num_data: the size of the whole data set when ``x`` is a minibatch.
         """
         with data_plate(x, num_data):
-            shape, data_dim = _plate_batch_shape(x, "data")
+            shape, data_dim = _plate_batch_shape("data")
             z = self.sample(x, shape, data_dim)
             return pyro.sample("z", dist.Delta(z, event_dim=1))

@@ -402,3 +402,23 @@ def test_encoders_and_energy_reject_bad_input():
     with pytest.raises(ValueError, match="input_scale"):
         ConditionalQuadraticFormEnergy(2, input_scale=0.0)
     assert energy(torch.randn(7, 5, 2), torch.randn(5, 3)).shape == (7, 5)
+
+
+@pytest.mark.parametrize("kind", ["vae", "wae", "mmd"])
+def test_sphere_losses_on_the_meta_device(kind):
+    """No tensor is created without ``device=`` (a CPU tensor would meet meta ones and raise)."""
+    pyro.enable_validation(False)
+    model = SphericalVAE.mlp(6, 2, hidden=(4,)).double().to("meta")
+    guide = ImplicitEncoder.mlp(6, 2, noise_dim=3 if kind == "vae" else 0, hidden=(4,))
+    guide = guide.double().to("meta")
+    if kind == "vae":
+        loss = ImplicitELBO(ConditionalQuadraticFormEnergy(3, 6, hidden=(4,)), manifold="sphere")
+    elif kind == "wae":
+        loss = ImplicitWAELoss(ConditionalQuadraticFormEnergy(3, hidden=(4,)), manifold="sphere")
+    else:
+        loss = MMDWAELoss()
+    loss.owned_modules.double().to("meta")
+    x = torch.empty(5, 6, dtype=D64, device="meta")
+    value = loss.differentiable_loss(model, guide, x, 50)
+    assert value.device.type == "meta"
+    value.backward()
