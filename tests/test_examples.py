@@ -13,6 +13,8 @@ EXAMPLES = [
     ("libi.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
+    ("density_ratio_linear.py", ["--quiet"]),
+    ("marginal_kl_digits.py", ["--quiet"]),
 ]
 
 
