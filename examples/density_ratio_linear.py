@@ -51,21 +51,21 @@ BETAS = (0.5, 0.9)
 
 
 def random_gaussians(seeds, d, k, gen, dtype):
-    """``(W, b)`` of ``seeds`` random linear generators: ``[seeds, k, d]`` and ``[seeds, d]``."""
+    r"""``(W, b)`` of ``seeds`` random linear generators: ``[seeds, k, d]`` and ``[seeds, d]``."""
     w = torch.randn(seeds, k, d, generator=gen, dtype=dtype) / math.sqrt(k)
     b = torch.randn(seeds, d, generator=gen, dtype=dtype)
     return w, b
 
 
 def sample(w, b, n, gen):
-    """``[seeds, n, d]`` draws of :math:`W^\\top z + b`, differentiable in ``w`` and ``b``."""
+    r"""``[seeds, n, d]`` draws of :math:`W^\top z + b`, differentiable in ``w`` and ``b``."""
     z = torch.randn(w.shape[0], n, w.shape[1], generator=gen, dtype=w.dtype)
     return torch.baddbmm(b.unsqueeze(1), z, w)
 
 
 def true_kl(w_q, b_q, w_p, b_p):
-    """Closed-form :math:`\\mathrm{KL}[\\mathcal N(b_q, W_q^\\top W_q)\\|\\mathcal N(b_p,
-    W_p^\\top W_p)]` per seed, in float64."""
+    r"""Closed-form :math:`\mathrm{KL}[\mathcal N(b_q, W_q^\top W_q)\|\mathcal N(b_p,
+    W_p^\top W_p)]` per seed, in float64."""
     w_q, b_q, w_p, b_p = (t.detach().double() for t in (w_q, b_q, w_p, b_p))
     cov_q = w_q.transpose(-1, -2) @ w_q
     cov_p = w_p.transpose(-1, -2) @ w_p
@@ -83,7 +83,7 @@ def true_kl(w_q, b_q, w_p, b_p):
 
 
 class EnsembleMLP:
-    """``seeds`` independent MLPs ``d -> hidden^layers -> 1`` with leaky ReLUs (slope 0.2),
+    r"""``seeds`` independent MLPs ``d -> hidden^layers -> 1`` with leaky ReLUs (slope 0.2),
     evaluated with batched matrix products on inputs ``[seeds, n, d]``."""
 
     def __init__(self, seeds, d, hidden, layers, gen, dtype):
@@ -106,7 +106,7 @@ class EnsembleMLP:
 
 
 def train_setting(d, seeds, disc_steps, disc_lr, args, seed):
-    """One (d, configuration): every seed at once. Returns the per-seed curves."""
+    r"""One (d, configuration): every seed at once. Returns the per-seed curves."""
     gen = torch.Generator().manual_seed(seed)
     dtype = torch.float32
     k = 10 * d
@@ -144,7 +144,7 @@ def train_setting(d, seeds, disc_steps, disc_lr, args, seed):
 
 
 def stationary_estimate(d, seeds, args, seed):
-    """The same discriminator architecture trained on the fixed initial distributions:
+    r"""The same discriminator architecture trained on the fixed initial distributions:
     density_ratio_kl's estimate of KL[q_0 || p*] against the closed form, per seed."""
     gen = torch.Generator().manual_seed(seed)
     k = 10 * d
@@ -309,14 +309,19 @@ def main(argv=None):
     p.add_argument("--estimation-steps", type=int, default=3000, help="stationary classifier")
     p.add_argument("--estimation-samples", type=int, default=20000)
     p.add_argument("--out", default="results/density_ratio_linear")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: small models)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = p.parse_args(argv)
     if args.smoke:
         args.dims, args.seeds, args.steps, args.eval_every = [1, 10], 2, 6, 3
         args.hidden, args.estimation_steps, args.estimation_samples = 16, 5, 100
-    torch.set_num_threads(1)
-    summary, curves = run(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        summary, curves = run(args)
+    finally:
+        torch.set_num_threads(threads)
     os.makedirs(args.out, exist_ok=True)
     serial = {
         f"{label} | d={d}": {"steps": s, "true_kl": t.tolist(), "online_estimate": o.tolist()}

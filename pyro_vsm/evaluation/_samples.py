@@ -8,7 +8,7 @@ import torch
 
 
 def as_samples(t, name, min_size=2):
-    """``t`` as an ``(n, d)`` floating tensor (``(n,)`` becomes ``(n, 1)``), else ``ValueError``
+    r"""``t`` as an ``(n, d)`` floating tensor (``(n,)`` becomes ``(n, 1)``), else ``ValueError``
     naming the argument."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -28,14 +28,14 @@ def as_samples(t, name, min_size=2):
 
 
 def check_int(value, name, low=1):
-    """``value`` as an ``int >= low`` (bools rejected), else ``ValueError``."""
+    r"""``value`` as an ``int >= low`` (bools rejected), else ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
 def check_float(value, name, low=0.0, high=None, low_open=False, high_open=False):
-    """``value`` as a finite ``float`` in the given interval (bools rejected)."""
+    r"""``value`` as a finite ``float`` in the given interval (bools rejected)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok:
         v = float(value)
@@ -51,7 +51,7 @@ def check_float(value, name, low=0.0, high=None, low_open=False, high_open=False
 
 
 def make_generator(seed, generator, device):
-    """The generator of the estimator's randomness: ``generator`` as given, a new one on
+    r"""The generator of the estimator's randomness: ``generator`` as given, a new one on
     ``device`` seeded with ``seed``, or ``None`` (the global RNG)."""
     if seed is not None and generator is not None:
         raise ValueError("pass at most one of seed and generator")
@@ -70,20 +70,20 @@ def gen_device(generator, like):
 
 
 def randint(high, size, generator, like):
-    """``torch.randint`` drawn with ``generator`` (on its device) and moved to ``like``'s."""
+    r"""``torch.randint`` drawn with ``generator`` (on its device) and moved to ``like``'s."""
     idx = torch.randint(high, size, generator=generator, device=gen_device(generator, like))
     return idx.to(like.device)
 
 
 def rand_like(shape, generator, like, normal=False):
-    """Uniform (or standard normal) draws of ``shape`` with ``like``'s dtype and device."""
+    r"""Uniform (or standard normal) draws of ``shape`` with ``like``'s dtype and device."""
     draw = torch.randn if normal else torch.rand
     out = draw(shape, generator=generator, device=gen_device(generator, like), dtype=like.dtype)
     return out.to(like.device)
 
 
 def split(x, holdout, generator, name):
-    """A random ``(train, heldout)`` split of the rows of ``x`` with ``round(holdout * n)`` (at
+    r"""A random ``(train, heldout)`` split of the rows of ``x`` with ``round(holdout * n)`` (at
     least one) held-out rows and at least one training row."""
     n = x.shape[0]
     n_hold = min(max(1, round(holdout * n)), n - 1)
@@ -96,7 +96,7 @@ def split(x, holdout, generator, name):
 
 @contextlib.contextmanager
 def seeded_init(generator, like):
-    """Seeds the global CPU RNG from ``generator`` (restoring it afterwards) so that modules built
+    r"""Seeds the global CPU RNG from ``generator`` (restoring it afterwards) so that modules built
     inside get a reproducible initialisation; without a generator, the global RNG is used as is.
     Build the modules on the CPU inside and move them to the samples' device afterwards."""
     if generator is None:

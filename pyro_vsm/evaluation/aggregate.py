@@ -52,7 +52,7 @@ class AggregatePosteriorSamples:
 
 
 def _flat(trace, info):
-    """``[S * N, d]``: the latents of ``trace``, one row per (sample, data point)."""
+    r"""``[S * N, d]``: the latents of ``trace``, one row per (sample, data point)."""
     parts, sites = [], []
     for name in info.latents:
         value = trace.nodes[name]["value"]

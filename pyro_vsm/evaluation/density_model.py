@@ -77,7 +77,7 @@ class DensityModelDiagnostics:
 
 
 def _log_p_values(log_p, q, idx):
-    """``log p`` at the held-out samples ``q[idx]``: from a callable or from precomputed
+    r"""``log p`` at the held-out samples ``q[idx]``: from a callable or from precomputed
     values aligned with ``q_samples``."""
     z = q[idx]
     if callable(log_p):
@@ -226,6 +226,10 @@ def density_model_kl(
         reg_covar = check_float(reg_covar, "reg_covar")
     else:
         transforms = check_int(transforms, "transforms")
+        if isinstance(hidden_features, str) or not hasattr(hidden_features, "__iter__"):
+            raise ValueError(
+                f"hidden_features must be a sequence of layer widths, got {hidden_features!r}"
+            )
         hidden_features = [check_int(h, "hidden_features") for h in hidden_features]
         steps = check_int(steps, "steps")
         batch_size = check_int(batch_size, "batch_size")

@@ -202,6 +202,7 @@ def test_density_ratio_kl_bad_input(kwargs, match):
         (dict(num_components=0), "num_components must be an integer"),
         (dict(covariance_type="diagonal"), "covariance_type must be"),
         (dict(model="flow", steps=-1), "steps must be an integer"),
+        (dict(model="flow", hidden_features=64), "hidden_features must be a sequence"),
         (dict(holdout=0), "holdout must be a number"),
     ],
 )
