@@ -16,5 +16,7 @@ def test_sphere_tutorial_runs(capsys):
     assert math.isfinite(ns["kl"]) and ns["kl"] >= -1e-6
     assert math.isfinite(ns["kl_vmf"])
     samples = ns["samples"]
-    assert samples.shape == (50, 3) and torch.allclose(samples.norm(dim=-1), torch.ones(50).double())
+    assert samples.shape == (50, 3) and torch.allclose(
+        samples.norm(dim=-1), torch.ones(50).double()
+    )
     assert "KL(p || q)" in out and "acceptance" in out
