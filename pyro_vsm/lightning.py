@@ -109,7 +109,8 @@ class TrainingModule(pl.LightningModule):
         (``None``: left alone).
     :param example: a batch for ``loss.prepare`` (default: the first batch of the train
         dataloader, read in ``setup``).
-    :param bool check_finite: stop on a non-finite loss before the backward pass (one host
+    :param bool check_finite: stop on a non-finite loss before the backward pass, on every
+        process together (sets ``loss.check_finite`` of a grouped loss; one host
         synchronisation per step).
     """
 
@@ -134,6 +135,8 @@ class TrainingModule(pl.LightningModule):
             )
         if not isinstance(loss, pyro.infer.ELBO):
             raise ValueError(f"loss must be a pyro.infer.ELBO, got {type(loss).__name__}")
+        if optimizer is not None and not callable(optimizer):
+            raise ValueError(f"optimizer must be callable (params -> optimizer), got {optimizer!r}")
         if not isinstance(check_finite, bool):
             raise ValueError(f"check_finite must be a bool, got {check_finite!r}")
         self.loss = loss

@@ -360,3 +360,32 @@ def test_scaling_benchmark_smoke(tmp_path, monkeypatch):
     result = scaling.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text())["speedup_over_1x1"] == result["speedup_over_1x1"]
     assert set(result["samples_per_second"]) == {"strong", "weak"}
+
+
+SMALL = ["--num-data", "32", "--num-test", "8", "--steps", "2", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--devices", "0"], "--devices must be at least 1"),
+        (["--device", "cpu", "--accelerator", "gpu"], "conflicts with --accelerator gpu"),
+        (["--strategy", "ddp"], "--strategy ddp needs --devices 2 or more"),
+        (["--devices", "2", "--strategy", "ddp"], "--strategy ddp cannot train M1Loss"),
+        (["--devices", "2", "--batch-size", "7"], "must be a multiple of --devices 2"),
+    ],
+)
+def test_bad_device_options_are_one_clear_line(argv, message, capsys, tmp_path):
+    from pyro_vsm.cli import main
+
+    assert main(["train", *SMALL, "--out", str(tmp_path), *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_resume_needs_the_same_devices(capsys, tmp_path):
+    from pyro_vsm.cli import main
+
+    assert main(["train", *SMALL, "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["train", *SMALL, "--out", str(tmp_path), "--resume", "--devices", "2"]) == 1
+    assert "was trained with --devices 1" in capsys.readouterr().err
