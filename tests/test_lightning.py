@@ -161,6 +161,10 @@ def test_the_command_with_two_devices_checkpoints_and_resumes(ranks):
     assert whole["step"] == resumed["step"] == 8 and whole["config"]["devices"] == 2
     for key in ("model", "guide"):
         assert all(torch.equal(whole[key][k], resumed[key][k]) for k in whole[key])
+    from pyro_vsm.cli import main
+
+    evaluate = ["--eval-samples", "20", "--ais-temperatures", "4", "--ais-points", "8"]
+    assert main(["evaluate", str(folder / "whole" / "checkpoint.pt"), *evaluate]) == 0
 
 
 # ---- one process -----------------------------------------------------------------------------
