@@ -14,6 +14,8 @@ EXAMPLES = [
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
     ("sphere_density.py", []),
+    ("aae_posteriors.py", []),
+    ("hybrids_digits.py", []),
 ]
 
 
