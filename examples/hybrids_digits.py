@@ -53,8 +53,10 @@ VGH++ (8)     6.96 / 5.83 ± 1.47   -0.43 / -0.91 ± 0.51    0.003 / 0.036 ± 0.
 training set  9.69                 0.05                    0.000                  -0.7
 ============  ===================  ======================  =====================  ===================
 
-VGH++ beats VGH in best and mean on every metric, and the hybrids' spread over their grid is
-two to eight times the VAE's and AAE's, as in the paper; but the hybrids do not beat the VAE here
+VGH++ beats VGH in best and mean on every sample metric, and the hybrids' spread over their grid
+is larger on every metric (1.5 to 40 times the VAE's and AAE's standard deviation; the grids
+differ, the hybrids' includes the reconstruction weights), as in the paper; but the hybrids do
+not beat the VAE here
 (the paper, too, finds VAEs strong on the less variable ColorMNIST and CelebA; its hybrids win on
 CIFAR-10).
 
