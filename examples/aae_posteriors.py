@@ -29,6 +29,12 @@ group through ``pyro.optim.Adam``'s per-parameter callable. Both models get ``--
 iterations: one ``svi.step`` for the VAE, one cycle (encoder, decoder, discriminator, on the same
 minibatch) for the AAE.
 
+One run at the defaults (207 s of CPU, 7 min on a shared 2-core machine), mean ± sd over 2
+seeds: the VAE has 5.0 ± 1.4 dimensions above 0.1 nats (17 ± 13 above 0.01; total KL 3.9 nats),
+mean σ 0.973, spread of the means 0.11, 1 %/99 % quantiles -0.68/0.64, reconstruction 15.2 nats;
+the AAE uses all 100 dimensions (total KL 697 nats), mean σ 0.0019, spread 0.64, quantiles
+-2.60/2.33, reconstruction 1.0 nats -- Figure 5's picture.
+
 Writes ``results.json`` (configuration, every run, the summary), ``results.md`` (the table next to
 the paper's claims) and ``posteriors.png`` (Figure 5's panels) into ``--out``.
 
