@@ -72,7 +72,13 @@ METRICS = (
     "reconstruction",
 )
 
-DIGITS = {"active_dims": 1, "active_dims_001": 1, "total_kl": 1, "reconstruction": 2, "mean_sigma": 4}
+DIGITS = {
+    "active_dims": 1,
+    "active_dims_001": 1,
+    "total_kl": 1,
+    "reconstruction": 2,
+    "mean_sigma": 4,
+}
 
 
 class BernoulliVAE(PyroModule):
