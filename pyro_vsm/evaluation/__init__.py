@@ -10,7 +10,7 @@
 * :func:`to_arviz`: export of importance/AIS diagnostics (optional ``[arviz]`` extra).
 """
 
-from .ais import ais_log_likelihood, annealing_schedule, log_partition
+from .ais import AISOptions, ais_log_likelihood, annealing_schedule, log_partition
 from .arviz import to_arviz
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
 from .energy_prior import energy_prior_log_likelihood
@@ -29,6 +29,7 @@ from .two_sample import mmd, smooth_knn_statistic
 
 __all__ = [
     "AISDiagnostics",
+    "AISOptions",
     "ImportanceDiagnostics",
     "ais_log_likelihood",
     "annealing_schedule",
