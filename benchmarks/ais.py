@@ -121,7 +121,7 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.reps, args.temperatures, args.chains = 1, 1, 20, 4
+        args.seeds, args.reps, args.temperatures, args.chains = 1, 1, 10, 4
         args.perfect_reps, args.rounds = 1, 1
     torch.set_num_threads(1)
     result = {

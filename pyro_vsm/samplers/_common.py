@@ -10,7 +10,7 @@ import torch
 
 
 def check_z0(z0):
-    """``z0`` detached, or ``ValueError`` naming ``z0`` when it is not a floating tensor."""
+    r"""``z0`` detached, or ``ValueError`` naming ``z0`` when it is not a floating tensor."""
     if not torch.is_tensor(z0) or z0.dim() < 1 or not z0.is_floating_point():
         got = f"shape {tuple(z0.shape)}, dtype {z0.dtype}" if torch.is_tensor(z0) else type(z0)
         raise ValueError(
@@ -20,7 +20,7 @@ def check_z0(z0):
 
 
 def step_size_tensor(step_size, like, name="step_size"):
-    """``step_size`` as a tensor on ``like``'s device/dtype (a float or a broadcastable tensor);
+    r"""``step_size`` as a tensor on ``like``'s device/dtype (a float or a broadcastable tensor);
     ``ValueError`` naming the argument unless every value is positive and finite."""
     if isinstance(step_size, bool):
         raise ValueError(f"{name} must be a positive number, got {step_size!r}")
@@ -67,10 +67,10 @@ def energy_and_grad(energy, z):
 
 
 def per_chain(x, chain_dims):
-    """Sums ``x`` over its event dims (all dims after the first ``chain_dims``)."""
+    r"""Sums ``x`` over its event dims (all dims after the first ``chain_dims``)."""
     return x.sum(tuple(range(chain_dims, x.dim()))) if x.dim() > chain_dims else x
 
 
 def expand_chains(mask, like):
-    """``mask`` (shape ``chains``) with trailing singleton dims to broadcast against ``like``."""
+    r"""``mask`` (shape ``chains``) with trailing singleton dims to broadcast against ``like``."""
     return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))

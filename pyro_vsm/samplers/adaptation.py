@@ -69,12 +69,23 @@ class StepSizeAdaptation:
         self.jitter = float(jitter)
 
     def init(self, batch_shape, like):
-        """The initial :math:`\\log\\epsilon`, shape ``batch_shape``, on ``like``'s dtype/device."""
+        r"""The initial :math:`\log\epsilon`.
+
+        :param batch_shape: shape of the batch of targets.
+        :param torch.Tensor like: reference tensor for dtype and device.
+        :returns: tensor of shape ``batch_shape``.
+        """
         s = torch.as_tensor(self.step_size, dtype=like.dtype, device=like.device)
         return s.log().expand(batch_shape).clone()
 
     def sample(self, log_step, chain_shape, generator=None):
-        """Per-chain step sizes, shape ``(*chain_shape, *batch)``."""
+        r"""Per-chain step sizes.
+
+        :param torch.Tensor log_step: the state :math:`\log\epsilon`, shape ``batch``.
+        :param chain_shape: shape of the chain dims left of the batch.
+        :param torch.Generator generator: optional source of the jitter.
+        :returns: tensor of shape ``(*chain_shape, *batch)``.
+        """
         eps = log_step.exp().expand(tuple(chain_shape) + tuple(log_step.shape))
         if not self.jitter:
             return eps
@@ -82,7 +93,39 @@ class StepSizeAdaptation:
         return eps * (1.0 + self.jitter * (2 * u - 1))
 
     def update(self, log_step, accept_prob):
-        """The next :math:`\\log\\epsilon` from the acceptance probabilities ``(C, *batch)``."""
+        r"""The next :math:`\log\epsilon`.
+
+        :param torch.Tensor log_step: the state :math:`\log\epsilon`, shape ``batch``.
+        :param torch.Tensor accept_prob: acceptance probabilities of the last transition,
+            shape ``(C, *batch)``.
+        :returns: the updated state.
+        """
         if not self.adapt_rate:
             return log_step
         return torch.add(log_step, accept_prob.mean(0) - self.target_accept, alpha=self.adapt_rate)
+
+    def search(self, log_step, accept_fn, max_doublings=8):
+        r"""Doubles (or halves) each target's step size until the mean acceptance of a trial
+        transition crosses ``target_accept``, the heuristic of Hoffman & Gelman's NUTS, before
+        any adaptation (the trial transitions are discarded).
+
+        :param torch.Tensor log_step: the initial :math:`\log\epsilon`, shape ``batch``.
+        :param accept_fn: ``log_step -> accept_prob`` of one trial transition, ``(C, *batch)``.
+        :param int max_doublings: most trial transitions.
+        :returns: the new :math:`\log\epsilon`: the last value whose acceptance is above the
+            target (or the smallest tried, when none is).
+        """
+        step = math.log(2.0)
+        up = done = None
+        for _ in range(max_doublings):
+            above = accept_fn(log_step).mean(0) > self.target_accept
+            if up is None:
+                up, done = above, torch.zeros_like(above)
+            crossed = ~done & (above != up)
+            # going up, the crossing step was too large: back to the last one above the target
+            log_step = torch.where(crossed & up, log_step - step, log_step)
+            done = done | crossed
+            if bool(done.all()):
+                break
+            log_step = torch.where(done, log_step, log_step + torch.where(up, step, -step))
+        return log_step

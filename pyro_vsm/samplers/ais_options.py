@@ -58,7 +58,7 @@ class AISOptions:
     :param float persistence: momentum persistence :math:`\alpha \in [0, 1)` of the partial
         refresh; ``None``: 0.8 with one leapfrog step, else 0 (a fresh momentum).
     :param float pilot_fraction: share of the temperatures spent on the pilot run of the
-        ``"adaptive"`` schedule (at least 5; below 20 temperatures the sigmoid is used).
+        ``"adaptive"`` schedule (at least 8; below 32 temperatures the sigmoid is used).
     :param int chain_chunk_size: chains run at once (bounds memory); default all.
     :param bool compile: trace the potential and its gradient once into a graph of tensor
         operations (:func:`torch.fx.experimental.proxy_tensor.make_fx`) instead of running the

@@ -226,23 +226,37 @@ def _potential(target, beta):
     return fn
 
 
-def ais_init(position, target, adaptation, generator=None):
+def ais_init(position, target, adaptation, settings=None, generator=None):
     r"""The AIS state at :math:`\beta = 0` with chains at ``position`` (draws from :math:`f_0`).
+
+    With ``settings``, each target's initial step size is first searched on :math:`f_0`
+    (:meth:`~pyro_vsm.samplers.StepSizeAdaptation.search`, a few discarded transitions).
 
     :param torch.Tensor position: ``[C, B, D]``.
     :param target: ``(z, beta) -> (U, grad U, log f_0, log f_1)`` (see :func:`autograd_target`).
     :param StepSizeAdaptation adaptation: the step-size adaptation.
-    :param torch.Generator generator: optional source of the initial momentum.
+    :param settings: the resolved kernel settings of :class:`AISOptions`, or ``None``.
+    :param torch.Generator generator: optional source of the random draws.
     :returns: an :class:`AISState`.
     """
     position = position.detach()
     beta = position.new_zeros(position.shape[1:2])
-    hmc = hmc_init(position, _potential(target, beta), generator=generator)
+    fn = _potential(target, beta)
+    hmc = hmc_init(position, fn, generator=generator)
+    log_step = adaptation.init(beta.shape, position)
+    if settings is not None:
+
+        def accept_fn(log_step):
+            eps = log_step.exp()[None, :, None]
+            _, info = hmc_kernel(hmc, fn, eps, settings.num_leapfrog, generator=generator)
+            return info.accept_prob
+
+        log_step = adaptation.search(log_step, accept_fn)
     return AISState(
         hmc=hmc,
         beta=beta,
         log_weight=torch.zeros_like(hmc.potential),
-        log_step_size=adaptation.init(beta.shape, position),
+        log_step_size=log_step,
         accept_sum=torch.zeros_like(hmc.potential),
         num_transitions=0,
     )
@@ -309,7 +323,7 @@ def run_ais(position, target, betas, options=None, *, record_variance=False, pro
     variances = []
     num_steps = betas.shape[0] - 1
     with torch.no_grad():  # the target takes its own gradients
-        state = ais_init(position, target, adaptation)
+        state = ais_init(position, target, adaptation, settings)
         for t in range(1, num_steps + 1):
             if record_variance:
                 log_base, log_target = state.hmc.aux
@@ -330,7 +344,7 @@ def run_ais(position, target, betas, options=None, *, record_variance=False, pro
 def pilot_length(num_temperatures, options):
     r"""``(pilot temperatures, remaining temperatures)`` of an adaptive schedule, or ``None``
     when ``T`` is too small for a pilot (then the sigmoid schedule is used)."""
-    pilot = max(5, int(math.ceil(options.pilot_fraction * num_temperatures)))
+    pilot = max(8, int(math.ceil(options.pilot_fraction * num_temperatures)))
     if num_temperatures < 4 * pilot:
         return None
     return pilot, num_temperatures - pilot

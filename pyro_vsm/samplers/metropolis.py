@@ -37,7 +37,7 @@ def metropolis_accept(log_ratio, generator=None, valid=None):
 
 
 def select(accepted, new, old):
-    """Per chain, ``new`` where ``accepted`` else ``old``.
+    r"""Per chain, ``new`` where ``accepted`` else ``old``.
 
     :param torch.Tensor accepted: boolean decisions, shape ``chains``.
     :param new: a tensor shaped ``(*chains, *event)``, or a tuple/list/dict of them.
