@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/step_time.py
 	$(VENV)/bin/python benchmarks/evaluation.py
+	$(VENV)/bin/python benchmarks/ais.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -39,7 +39,8 @@ class AISOptions:
     ``steps_per_temperature`` transitions per temperature; the defaults (one leapfrog step, ten
     transitions, momentum persistence 0.8, no jitter) cost ten leapfrog steps per temperature, as
     one ten-step trajectory would, and mix better. Passing ``num_leapfrog=10`` alone gives the
-    classic setting: one ten-step trajectory per temperature, a fresh momentum, a jittered step.
+    classic setting: one ten-step trajectory per temperature, a fresh momentum, a jittered step,
+    no initial step-size search.
 
     :param int num_temperatures: number ``T`` of annealing steps (with ``"adaptive"``, pilot
         included).
@@ -57,6 +58,10 @@ class AISOptions:
         with more than one leapfrog step, else 0.
     :param float persistence: momentum persistence :math:`\alpha \in [0, 1)` of the partial
         refresh; ``None``: 0.8 with one leapfrog step, else 0 (a fresh momentum).
+    :param bool search_step_size: before annealing, double or halve each target's step size
+        until a trial transition on the start distribution crosses ``target_accept`` (a few
+        discarded transitions); ``None``: with one leapfrog step (where ten transitions per
+        temperature adapt the step size quickly afterwards), not with more.
     :param float pilot_fraction: share of the temperatures spent on the pilot run of the
         ``"adaptive"`` schedule (at least 8; below 32 temperatures the sigmoid is used).
     :param int chain_chunk_size: chains run at once (bounds memory); default all.
@@ -77,6 +82,7 @@ class AISOptions:
     adapt_rate: float = 0.05
     jitter: float | None = None
     persistence: float | None = None
+    search_step_size: bool | None = None
     pilot_fraction: float = 0.05
     chain_chunk_size: int | None = None
     compile: bool | None = None
@@ -104,8 +110,10 @@ class AISOptions:
         frac = _number(self.pilot_fraction, "pilot_fraction")
         if not 0 < frac <= 0.5:
             raise ValueError(f"pilot_fraction must be in (0, 0.5], got {self.pilot_fraction!r}")
-        if self.compile is not None and not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be True, False or None, got {self.compile!r}")
+        for name in ("search_step_size", "compile"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{name} must be True, False or None, got {value!r}")
 
     def replace(self, **changes):
         r"""A copy with the given fields replaced; ``None`` values leave a field as it is (so
@@ -128,6 +136,7 @@ class KernelSettings(NamedTuple):
     steps: int
     jitter: float
     persistence: float
+    search_step_size: bool
 
 
 def kernel_settings(options):
@@ -144,4 +153,7 @@ def kernel_settings(options):
     persistence = options.persistence
     if persistence is None:
         persistence = 0.8 if leapfrog == 1 else 0.0
-    return KernelSettings(leapfrog, steps, float(jitter), float(persistence))
+    search = options.search_step_size
+    if search is None:
+        search = leapfrog == 1
+    return KernelSettings(leapfrog, steps, float(jitter), float(persistence), search)

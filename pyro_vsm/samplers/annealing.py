@@ -229,8 +229,9 @@ def _potential(target, beta):
 def ais_init(position, target, adaptation, settings=None, generator=None):
     r"""The AIS state at :math:`\beta = 0` with chains at ``position`` (draws from :math:`f_0`).
 
-    With ``settings``, each target's initial step size is first searched on :math:`f_0`
-    (:meth:`~pyro_vsm.samplers.StepSizeAdaptation.search`, a few discarded transitions).
+    With ``settings.search_step_size``, each target's initial step size is first searched on
+    :math:`f_0` (:meth:`~pyro_vsm.samplers.StepSizeAdaptation.search`, a few discarded
+    transitions).
 
     :param torch.Tensor position: ``[C, B, D]``.
     :param target: ``(z, beta) -> (U, grad U, log f_0, log f_1)`` (see :func:`autograd_target`).
@@ -244,7 +245,7 @@ def ais_init(position, target, adaptation, settings=None, generator=None):
     fn = _potential(target, beta)
     hmc = hmc_init(position, fn, generator=generator)
     log_step = adaptation.init(beta.shape, position)
-    if settings is not None:
+    if settings is not None and settings.search_step_size:
 
         def accept_fn(log_step):
             eps = log_step.exp()[None, :, None]

@@ -67,10 +67,11 @@ def test_fixed_schedules(schedule):
 
 def test_options_resolve_and_validate():
     default = kernel_settings(AISOptions())
-    assert default == (1, 10, 0.0, 0.8)
+    assert default == (1, 10, 0.0, 0.8, True)
     # one 10-step trajectory per temperature, fresh momentum, jittered step: the classic kernel
-    assert kernel_settings(AISOptions(num_leapfrog=10)) == (10, 1, 0.5, 0.0)
-    assert kernel_settings(AISOptions(num_leapfrog=2, persistence=0.5)) == (2, 5, 0.5, 0.5)
+    assert kernel_settings(AISOptions(num_leapfrog=10)) == (10, 1, 0.5, 0.0, False)
+    options = AISOptions(num_leapfrog=2, persistence=0.5, search_step_size=True)
+    assert kernel_settings(options) == (2, 5, 0.5, 0.5, True)
     options = AISOptions(num_chains=8).replace(num_chains=None, num_temperatures=30)
     assert options.num_chains == 8 and options.num_temperatures == 30
     assert pilot_length(1000, AISOptions()) == (50, 950)
@@ -84,6 +85,7 @@ def test_options_resolve_and_validate():
         (dict(step_size=True), "step_size"),
         (dict(pilot_fraction=0.9), "pilot_fraction"),
         (dict(compile="yes"), "compile"),
+        (dict(search_step_size=1), "search_step_size"),
     ]:
         with pytest.raises(ValueError, match=match):
             AISOptions(**kwargs)
