@@ -27,10 +27,10 @@ import time
 import pyro
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pyro_vsm.evaluation import AISOptions, ais_log_likelihood, annealing_schedule
 
-from benchmarks.ais_reference import make_problem, perfect_ais, plain_hmc_ais  # noqa: E402
-from pyro_vsm.evaluation import AISOptions, ais_log_likelihood, annealing_schedule  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling ais_reference.py
+from ais_reference import make_problem, perfect_ais, plain_hmc_ais  # noqa: E402
 
 KERNELS = {
     # today's default: ten 1-step transitions per temperature, momentum persistence 0.8

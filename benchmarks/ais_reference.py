@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from tests.common import LinearGaussian
+from pyro_vsm.datasets import LinearGaussian
+from pyro_vsm.samplers import thermodynamic_schedule
 
 
 def make_problem(seed, dx=6, dz=3, gamma=0.2, points=20, device="cpu"):
@@ -67,8 +68,6 @@ def log_lik_variance(lg, x, betas):
 
 def oracle_schedule(lg, x, num_temperatures, grid_size=20001):
     """``[T+1, N]`` inverse temperatures of equal thermodynamic length, from the exact variance."""
-    from pyro_vsm.samplers.annealing import thermodynamic_schedule
-
     grid = torch.linspace(0, 1, grid_size, dtype=x.dtype, device=x.device) ** 2
     var = log_lik_variance(lg, x, grid[:, None].expand(-1, x.shape[0]))
     return thermodynamic_schedule(grid, var, num_temperatures)

@@ -28,15 +28,11 @@ import time
 import pyro
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pyro_vsm.datasets import LinearGaussian
+from pyro_vsm.evaluation import ais_log_likelihood, annealing_schedule, importance_log_likelihood
 
-from benchmarks.ais_reference import make_problem, oracle_schedule, perfect_ais  # noqa: E402
-from pyro_vsm.evaluation import (  # noqa: E402
-    ais_log_likelihood,
-    annealing_schedule,
-    importance_log_likelihood,
-)
-from tests.common import LinearGaussian  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling ais_reference.py
+from ais_reference import make_problem, oracle_schedule, perfect_ais  # noqa: E402
 
 SCHEDULES = ("adaptive", "sigmoid", "linear")
 

@@ -19,11 +19,10 @@ import argparse
 import json
 import math
 import os
-import statistics
 
 import torch
 
-from pyro_vsm import NonFiniteLossError
+from pyro_vsm import NonFiniteLossError, reporting
 from pyro_vsm.datasets import DATASETS_2D, make_2d
 from pyro_vsm.experiments import evaluate_vae, make_objective, train_vae
 
@@ -92,28 +91,14 @@ def run(args):
     return rows
 
 
-def _mean_sem(values):
-    """Mean and s.e.m. over the runs that did not diverge."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    m = statistics.fmean(finite)
-    sem = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else float("nan")
-    return m, sem
-
-
 def summarise(rows):
-    """Mean and s.e.m. over seeds per (dataset, objective)."""
-    groups = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["objective"]), []).append(r)
-    summary = []
-    for (dataset, objective), rs in groups.items():
-        entry = {"dataset": dataset, "objective": objective, "seeds": len(rs)}
-        entry["diverged"] = sum("diverged" in r for r in rs)
-        for key in METRICS[:4]:
-            entry[key], entry[key + "_sem"] = _mean_sem([r[key] for r in rs])
-        summary.append(entry)
+    """Mean and s.e.m. over seeds per (dataset, objective), over the runs that did not diverge."""
+    summary = reporting.summarise(rows, ("dataset", "objective"), METRICS[:4], count="seeds")
+    for entry in summary:
+        key = (entry["dataset"], entry["objective"])
+        entry["diverged"] = sum(
+            "diverged" in r for r in rows if (r["dataset"], r["objective"]) == key
+        )
     return summary
 
 

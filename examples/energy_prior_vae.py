@@ -54,7 +54,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import time
 
 import pyro
@@ -65,13 +64,19 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from pyro.optim import Adam
 
-from pyro_vsm.datasets import DATASETS_2D, POTENTIALS, load_digits, make_2d, make_potential
-from pyro_vsm.datasets.potentials import potential_log_partition
+from pyro_vsm import reporting
+from pyro_vsm.datasets import (
+    DATASETS_2D,
+    POTENTIALS,
+    load_digits,
+    make_2d,
+    make_potential,
+    potential_log_partition,
+)
 from pyro_vsm.distributions import GRBMEnergy
 from pyro_vsm.evaluation import energy_prior_log_likelihood, importance_log_likelihood
-from pyro_vsm.guides import DiagonalNormalEncoder
+from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
 from pyro_vsm.infer import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, VampPriorVAE, data_plate, mlp
 
 MODELS = ("VAE", "EVAE (IW)", "SSM", "Adv.", "VampPrior")
@@ -256,31 +261,13 @@ def _worker(dataset, name, seed, args):
     return run_one(dataset, name, seed, args)
 
 
-def _mean_sem(values):
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    sem = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else float("nan")
-    return statistics.fmean(finite), sem
-
-
 def summarise(rows):
-    groups = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["model"]), []).append(r)
-    out = []
-    for (dataset, model), rs in groups.items():
-        entry = {"dataset": dataset, "model": model, "seeds": len(rs)}
-        for key in ("test_nll", "test_neg_elbo", "train_seconds"):
-            entry[key], entry[key + "_sem"] = _mean_sem([r[key] for r in rs])
-        out.append(entry)
-    return out
+    metrics = ("test_nll", "test_neg_elbo", "train_seconds")
+    return reporting.summarise(rows, ("dataset", "model"), metrics, count="seeds")
 
 
 def _fmt(mean, sem):
-    if not math.isfinite(mean):
-        return "—"
-    return f"{mean:.3f}" if not math.isfinite(sem) else f"{mean:.3f} ± {sem:.3f}"
+    return reporting.format_mean(mean, sem)
 
 
 def markdown(summary):

@@ -69,8 +69,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vsm.infer import trace_scores
-from pyro_vsm.infer.inference import check_inference, guide_objective_terms, inference_latent_mode
+from pyro_vsm.infer import (
+    check_inference,
+    guide_objective_terms,
+    inference_latent_mode,
+    trace_scores,
+)
 
 DTYPE = torch.float64
 

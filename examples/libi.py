@@ -62,11 +62,12 @@ from pyro.nn.module import to_pyro_module_
 from pyro.optim import ClippedAdam
 from torch import nn
 
+from pyro_vsm import reporting
 from pyro_vsm.datasets import LIBI_DATASETS
 from pyro_vsm.evaluation import importance_log_likelihood, smooth_knn_statistic
 from pyro_vsm.guides import DiagonalNormalEncoder
 from pyro_vsm.infer import BetaELBO, LaggingInferenceELBO, LiBILoss
-from pyro_vsm.models.networks import mlp
+from pyro_vsm.models import mlp
 
 DATASETS = ("linear_jte", "cubic_jte", "gaussian", "mobius")
 METHODS = ("vae", "beta_vae", "beta_vae_anneal", "lagging", "libi")
@@ -375,32 +376,15 @@ def run(args):
 # report
 
 
-def _mean_sd(values):
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan"), 0
-    sd = statistics.stdev(finite) if len(finite) > 1 else float("nan")
-    return statistics.fmean(finite), sd, len(finite)
-
-
 def summarise(rows):
-    groups = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["method"]), []).append(r)
-    out = []
-    for (name, method), rs in groups.items():
-        entry = {"dataset": name, "method": method, "runs": len(rs)}
-        for key in ("test_ll", "sknn"):
-            entry[key], entry[key + "_sd"], entry[key + "_finite"] = _mean_sd([r[key] for r in rs])
-        entry["paper"] = PAPER[name][method]
-        out.append(entry)
+    out = reporting.summarise(rows, ("dataset", "method"), ("test_ll", "sknn"), spread="sd")
+    for entry in out:
+        entry["paper"] = PAPER[entry["dataset"]][entry["method"]]
     return out
 
 
 def _fmt(mean, sd):
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.2f} ± {sd:.2f}" if math.isfinite(sd) else f"{mean:.2f}"
+    return reporting.format_mean(mean, sd, digits=2, missing="n/a")
 
 
 def markdown(summary, args):

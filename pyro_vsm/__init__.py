@@ -1,8 +1,9 @@
-"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
+r"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
 
 from .infer import (
     AdversarialPriorLoss,
     BetaELBO,
+    GroupedLoss,
     ImportanceWeightedPriorLoss,
     JointFisherLoss,
     LaggingInferenceELBO,
@@ -10,6 +11,8 @@ from .infer import (
     M1Loss,
     M2Loss,
     M3Loss,
+    MVLLoss,
+    MVLPriorLoss,
     NonFiniteLossError,
     ScoreObjectiveError,
     SSMPriorLoss,
@@ -20,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdversarialPriorLoss",
     "BetaELBO",
+    "GroupedLoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
     "LaggingInferenceELBO",
@@ -27,6 +31,8 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MVLLoss",
+    "MVLPriorLoss",
     "NonFiniteLossError",
     "SSMPriorLoss",
     "ScoreObjectiveError",

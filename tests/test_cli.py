@@ -94,7 +94,7 @@ def test_resume_gives_the_same_parameters(tmp_path, loss):
         for k, v in whole[group].items():
             assert torch.equal(v, resumed[group][k]), (group, k)
     if loss == "m1-kl":
-        assert resumed["schedule"] == whole["schedule"]
+        assert resumed["loss"] == whole["loss"]
 
 
 def test_evaluate_a_checkpoint(tmp_path, capsys):

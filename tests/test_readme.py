@@ -22,3 +22,28 @@ def test_worked_example_runs(capsys):
 def test_quickstart_has_exactly_two_commands():
     block = re.search(r"## Quickstart\n\n```bash\n(.*?)```", README.read_text(), re.S).group(1)
     assert block.strip().splitlines() == ["make compare", "make test"]
+
+
+def test_own_grouped_loss_example_trains_the_right_groups():
+    import pyro
+    import torch
+    from pyro.infer import SVI
+    from pyro.optim import Adam
+
+    from pyro_vsm.datasets import LinearGaussian
+
+    namespace = {}
+    exec(compile(_block("### One loss core"), "README-grouped-loss", "exec"), namespace)
+    loss = namespace["GuideThenModelELBO"]()
+    lg = LinearGaussian(learnable=True)
+    x = lg.sample_data(16)
+    svi = SVI(lg.model, lg.guide, Adam({"lr": 0.01}), loss=loss)
+    store = pyro.get_param_store()
+    for phase in ["guide", "guide", "model"] * 2:
+        assert loss.phase == phase
+        svi.step(x)
+    # one more guide step: the decoder does not move
+    before = {k: v.detach().clone() for k, v in store.items()}
+    svi.step(x)
+    assert all(torch.equal(before[k], store[k]) for k in before if k.startswith("dec_"))
+    assert not all(torch.equal(before[k], store[k]) for k in before if k.startswith("enc_"))

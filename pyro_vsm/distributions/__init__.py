@@ -1,19 +1,23 @@
-"""Distributions for energy-based priors.
+r"""Distributions for energy-based priors.
 
 * :class:`EnergyDistribution`: an unnormalized :math:`e^{-E(z)}` (optionally times a normalised
   base density) usable as a Pyro sample site (``is_normalized = False``);
 * energies (``torch.nn.Module``, ``(..., d) -> (...)``, with ``event_shape``):
   :class:`GRBMEnergy` (exact ``log_partition()`` for few hidden units), :class:`MLPEnergy`,
-  :class:`QuadraticFormEnergy`, :class:`TiltedGaussianEnergy`.
+  :class:`QuadraticFormEnergy`, :class:`TiltedGaussianEnergy`;
+* distributions on the sphere: :class:`HypersphericalUniform`, :class:`VonMisesFisher`.
 """
 
 from .energies import GRBMEnergy, MLPEnergy, QuadraticFormEnergy, TiltedGaussianEnergy
 from .energy import EnergyDistribution
+from .sphere import HypersphericalUniform, VonMisesFisher
 
 __all__ = [
     "EnergyDistribution",
     "GRBMEnergy",
+    "HypersphericalUniform",
     "MLPEnergy",
     "QuadraticFormEnergy",
     "TiltedGaussianEnergy",
+    "VonMisesFisher",
 ]

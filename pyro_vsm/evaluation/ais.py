@@ -36,19 +36,19 @@ import torch
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
+from ..ops.weights import effective_sample_size, log_mean_exp, log_mean_stderr
 from ..samplers.ais_driver import annealed_importance_sampling
 from ..samplers.ais_options import AISOptions
 from ..samplers.annealing import annealing_schedule, autograd_target
 from ._tracing import (
     PointFlattener,
-    check_positive_int,
     inspect_model,
     per_point,
     per_point_log_density,
     progress_bar,
     run_vectorized,
 )
-from .diagnostics import AISDiagnostics, effective_sample_size, log_mean_exp, log_mean_stderr
+from .diagnostics import AISDiagnostics
 
 __all__ = ["AISOptions", "ais_log_likelihood", "annealing_schedule", "log_partition"]
 
@@ -327,7 +327,7 @@ def log_partition(
         if event_shape is None:
             raise ValueError("log_partition: pass event_shape (the energy does not declare one)")
     event_shape = torch.Size(event_shape)
-    num_chains = check_positive_int(options.num_chains or 64, "num_chains")
+    num_chains = options.num_chains or 64
     like = _energy_like(energy, dtype, device)
     loc = torch.as_tensor(base_loc, dtype=like.dtype, device=like.device).expand(event_shape)
     scale = torch.as_tensor(base_scale, dtype=like.dtype, device=like.device).expand(event_shape)

@@ -1,52 +1,33 @@
-"""Diagnostics returned next to importance-sampling and AIS estimates.
+r"""Diagnostics returned next to importance-sampling and AIS estimates.
 
 Both estimators average weights :math:`w_s` (importance weights, or AIS chain weights) per data
-point: :math:`\\hat p = \\frac1S\\sum_s w_s` and report :math:`\\log\\hat p`. The diagnostics keep
+point: :math:`\hat p = \frac1S\sum_s w_s` and report :math:`\log\hat p`. The diagnostics keep
 the log weights themselves so that anything else (ArviZ export, other tail diagnostics) can be
 computed from them later.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 
-def log_mean_exp(log_w, dim=0):
-    """:math:`\\log\\frac1S\\sum_s e^{\\ell_s}` along ``dim``, computed stably."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
-
-
-def effective_sample_size(log_w, dim=0):
-    """Kish's effective sample size :math:`(\\sum_s w_s)^2 / \\sum_s w_s^2` along ``dim``."""
-    return torch.exp(2 * torch.logsumexp(log_w, dim) - torch.logsumexp(2 * log_w, dim))
-
-
-def log_mean_stderr(log_w, dim=0):
-    """Delta-method standard error of :math:`\\log\\frac1S\\sum_s w_s` along ``dim``.
-
-    :math:`\\operatorname{se}(\\log\\bar w) \\approx \\operatorname{sd}(w) / (\\sqrt S\\,\\bar w)`,
-    computed from weights normalised by their maximum so that it never overflows.
-    """
-    s = log_w.shape[dim]
-    if s < 2:
-        return torch.full_like(log_w.select(dim, 0), float("nan"))
-    w = torch.exp(log_w - log_w.amax(dim, keepdim=True))
-    return w.std(dim) / (math.sqrt(s) * w.mean(dim))
-
-
 @dataclass
 class ImportanceDiagnostics:
-    """Per-data-point diagnostics of :func:`~pyro_vsm.evaluation.importance_log_likelihood`.
+    r"""Per-data-point diagnostics of :func:`~pyro_vsm.evaluation.importance_log_likelihood`.
 
     :ivar log_weights: ``log p(x, z_s) - log q(z_s | x)``, shape ``[S, N]``.
     :ivar ess: Kish effective sample size per data point, shape ``[N]`` (between 1 and ``S``).
-    :ivar khat: Pareto-smoothed importance sampling shape estimate :math:`\\hat k` per data point,
-        shape ``[N]``. Above 0.7 the estimate is unreliable (Vehtari et al., 2015); between 0.5
-        and 0.7 it converges slowly.
+    :ivar khat: Pareto-smoothed importance sampling shape estimate :math:`\hat k` per data point,
+        shape ``[N]``. Above 0.7 the estimate is unreliable [1]; between 0.5 and 0.7 it converges
+        slowly.
     :ivar stderr: delta-method standard error of each log-likelihood estimate, shape ``[N]``.
     :ivar data_plate: name of the plate whose elements are the data points (``None`` when the
         observed sites are in no plate and the whole batch is one data point).
+
+    References:
+
+    [1] `Pareto Smoothed Importance Sampling`,
+        Aki Vehtari, Andrew Gelman, Jonah Gabry (2015)
     """
 
     log_weights: torch.Tensor
@@ -58,7 +39,7 @@ class ImportanceDiagnostics:
 
 @dataclass
 class AISDiagnostics:
-    """Diagnostics of :func:`~pyro_vsm.evaluation.ais_log_likelihood` and
+    r"""Diagnostics of :func:`~pyro_vsm.evaluation.ais_log_likelihood` and
     :func:`~pyro_vsm.evaluation.log_partition`.
 
     :ivar log_weights: final AIS log weight of every chain, shape ``[C, *batch]`` (``batch`` is

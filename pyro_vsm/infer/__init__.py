@@ -1,30 +1,57 @@
-"""Losses that plug into :class:`pyro.infer.SVI`, and the score plumbing behind them."""
+r"""Losses that plug into :class:`pyro.infer.SVI`, their shared base and the score plumbing."""
 
+from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .adversarial_prior import AdversarialPriorLoss
 from .base import ScoreLoss
-from .energy_prior import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
+from .beta_elbo import BetaELBO
+from .energy_prior import EnergyPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
+from .grouped import GroupedLoss, Objective
+from .inference import check_inference, guide_objective_terms, inference_latent_mode
 from .joint_fisher import JointFisherLoss
-from .libi import BetaELBO, LaggingInferenceELBO, LiBILoss
+from .lagging import LaggingInferenceELBO
+from .libi import LiBILoss
 from .m1 import M1Loss
 from .marginal import M2Loss, M3Loss
-from .schedule import AlternatingSchedule
-from .scores import score_and_laplacian
-from .tracing import NonFiniteLossError, ScoreObjectiveError, trace_scores
+from .mvl import MVLLoss, MVLPriorLoss
+from .schedules import (
+    AlternatingSchedule,
+    AnnealingSchedule,
+    CyclicSchedule,
+    LaggingSchedule,
+    RoundsSchedule,
+    Schedule,
+    SinglePhase,
+)
+from .traces import trace_scores
 
 __all__ = [
     "AdversarialPriorLoss",
     "AlternatingSchedule",
+    "AnnealingSchedule",
     "BetaELBO",
+    "CyclicSchedule",
+    "EnergyPriorLoss",
+    "GroupedLoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
     "LaggingInferenceELBO",
+    "LaggingSchedule",
     "LiBILoss",
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MVLLoss",
+    "MVLPriorLoss",
     "NonFiniteLossError",
+    "Objective",
+    "RoundsSchedule",
     "SSMPriorLoss",
+    "Schedule",
     "ScoreLoss",
     "ScoreObjectiveError",
-    "score_and_laplacian",
+    "check_inference",
+    "guide_objective_terms",
+    "inference_latent_mode",
+    "SinglePhase",
     "trace_scores",
 ]

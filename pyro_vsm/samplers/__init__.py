@@ -7,6 +7,8 @@ r"""Batched MCMC kernels in the shape of BlackJAX: a small state, one pure trans
   Metropolis-adjusted Langevin for energies, and :class:`LangevinSampler`;
 * :mod:`~pyro_vsm.samplers.gibbs` and :mod:`~pyro_vsm.samplers.gibbs_langevin`: block Gibbs and
   Gibbs–Langevin for GRBMs, and :class:`GibbsLangevinSampler`;
+* :mod:`~pyro_vsm.samplers.riemannian_langevin`: Metropolis-adjusted Riemannian Langevin on the
+  sphere, and :class:`RiemannianLangevinSampler`;
 * :func:`metropolis_accept` and :func:`select`: the one Metropolis decision every adjusted kernel
   uses; :class:`StepSizeAdaptation`: Robbins–Monro step-size adaptation;
 * :mod:`~pyro_vsm.samplers.annealing`: annealed importance sampling (schedules, the AIS loop with
@@ -14,7 +16,13 @@ r"""Batched MCMC kernels in the shape of BlackJAX: a small state, one pure trans
 """
 
 from .adaptation import StepSizeAdaptation
-from .annealing import AISOptions, AISState, annealing_schedule, run_ais
+from .annealing import (
+    AISOptions,
+    AISState,
+    annealing_schedule,
+    run_ais,
+    thermodynamic_schedule,
+)
 from .gibbs import block_gibbs, block_gibbs_kernel
 from .gibbs_langevin import (
     GibbsLangevinSampler,
@@ -27,6 +35,14 @@ from .hmc import BatchedHMC, HMCInfo, HMCState, autograd_potential, hmc_init, hm
 from .langevin import LangevinSampler, langevin, langevin_kernel
 from .mala import mala, mala_init, mala_kernel
 from .metropolis import metropolis_accept, select
+from .riemannian_langevin import (
+    RiemannianLangevinInfo,
+    RiemannianLangevinSampler,
+    RiemannianLangevinState,
+    riemannian_langevin,
+    riemannian_langevin_init,
+    riemannian_langevin_step,
+)
 
 __all__ = [
     "AISOptions",
@@ -37,6 +53,9 @@ __all__ = [
     "HMCInfo",
     "HMCState",
     "LangevinSampler",
+    "RiemannianLangevinInfo",
+    "RiemannianLangevinSampler",
+    "RiemannianLangevinState",
     "StepSizeAdaptation",
     "annealing_schedule",
     "autograd_potential",
@@ -53,6 +72,10 @@ __all__ = [
     "mala_init",
     "mala_kernel",
     "metropolis_accept",
+    "riemannian_langevin",
+    "riemannian_langevin_init",
+    "riemannian_langevin_step",
     "run_ais",
     "select",
+    "thermodynamic_schedule",
 ]

@@ -12,9 +12,8 @@ with warnings.catch_warnings():
 xr = pytest.importorskip("xarray")
 
 from pyro_vsm.evaluation.arviz import to_arviz  # noqa: E402
-from pyro_vsm.evaluation.diagnostics import (  # noqa: E402
-    AISDiagnostics,
-    ImportanceDiagnostics,
+from pyro_vsm.evaluation.diagnostics import AISDiagnostics, ImportanceDiagnostics  # noqa: E402
+from pyro_vsm.ops.weights import (  # noqa: E402
     effective_sample_size,
     log_mean_exp,
     log_mean_stderr,

@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_vsm.datasets import LinearGaussian
 from pyro_vsm.evaluation import (
     AISOptions,
     ais_log_likelihood,
@@ -14,7 +15,6 @@ from pyro_vsm.evaluation import (
     psis_khat,
 )
 from pyro_vsm.evaluation._tracing import InflateScale
-from tests.common import LinearGaussian
 
 SHAPES = [(3, 2), (5, 1), (4, 3)]
 

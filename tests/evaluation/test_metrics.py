@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_vsm.datasets import LinearGaussian
 from pyro_vsm.evaluation import (
     elbo_surgery,
     low_posterior_samples,
@@ -14,7 +15,6 @@ from pyro_vsm.evaluation import (
     reconstruction_mse,
     score_matching_loss,
 )
-from tests.common import LinearGaussian
 
 
 def repeats(fn, n):

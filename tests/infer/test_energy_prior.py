@@ -12,8 +12,9 @@ from torch import nn
 
 from pyro_vsm import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from pyro_vsm.distributions import EnergyDistribution, GRBMEnergy
+from pyro_vsm.guides import GaussianVariationalPrior
 from pyro_vsm.infer import NonFiniteLossError
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior, sliced_score_matching
+from pyro_vsm.ops import sliced_score_matching
 
 D64 = torch.float64
 

@@ -15,7 +15,7 @@ from pyro_vsm import (
     NonFiniteLossError,
     ScoreObjectiveError,
 )
-from tests.common import LinearGaussian
+from pyro_vsm.datasets import LinearGaussian
 
 SCORE_LOSSES = [
     lambda: M1Loss(guide_steps=0),

@@ -14,12 +14,11 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.nn import PyroModule, PyroParam
 from pyro.optim import Adam, ClippedAdam
 
-from pyro_vsm.datasets import linear_jte
+from pyro_vsm.datasets import LinearGaussian, linear_jte
 from pyro_vsm.evaluation import henze_zirkler, importance_log_likelihood, smooth_knn_statistic
 from pyro_vsm.guides import DiagonalNormalEncoder
 from pyro_vsm.infer import BetaELBO, LaggingInferenceELBO, LiBILoss
-from pyro_vsm.infer.libi import aggregate_mutual_information
-from tests.common import LinearGaussian
+from pyro_vsm.infer.lagging import aggregate_mutual_information
 
 
 def _snapshot(prefix=""):

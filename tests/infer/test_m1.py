@@ -6,9 +6,10 @@ from pyro.infer import SVI
 from pyro.optim import SGD, Adam, ClippedAdam
 
 from pyro_vsm import JointFisherLoss, M1Loss
+from pyro_vsm.datasets import LinearGaussian
 from pyro_vsm.guides import DiagonalNormalEncoder
 from pyro_vsm.models import GaussianVAE
-from tests.common import LinearGaussian, repeated_mean
+from tests.common import repeated_mean
 
 D = torch.float64
 

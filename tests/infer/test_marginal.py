@@ -5,9 +5,10 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from pyro_vsm import M2Loss, M3Loss
+from pyro_vsm.datasets import LinearGaussian
 from pyro_vsm.guides import DiagonalNormalEncoder
 from pyro_vsm.models import GaussianVAE
-from tests.common import LinearGaussian, repeated_mean
+from tests.common import repeated_mean
 
 
 @pytest.mark.parametrize("cls,closed", [(M2Loss, "m2"), (M3Loss, "m3")])

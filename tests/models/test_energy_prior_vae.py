@@ -13,8 +13,7 @@ from torch import nn
 from pyro_vsm import AdversarialPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from pyro_vsm.distributions import EnergyDistribution, GRBMEnergy, MLPEnergy
 from pyro_vsm.evaluation import energy_prior_log_likelihood
-from pyro_vsm.guides import DiagonalNormalEncoder
-from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
+from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, VampPriorVAE, mlp
 
 D64 = torch.float64

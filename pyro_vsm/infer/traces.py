@@ -1,10 +1,10 @@
-"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
+r"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
 
 One call of :func:`trace_scores` runs the guide once, replays the model on the guide's latent
 values and returns, per observed site and per latent site, the pieces a score objective needs:
 
 * ``∇ₓ log p(x|z)`` and ``Δₓ log p(x|z)`` for every observed site (closed form for Gaussian
-  likelihoods, see :mod:`pyro_vsm.infer.scores`), per particle and per data point;
+  likelihoods, see :mod:`pyro_vsm.ops.scores`), per particle and per data point;
 * ``∇ₓ log q(z|x)`` **at fixed z**: the guide is re-run on a ``requires_grad`` copy of its data
   argument while the latent values are replayed, so the derivative does not flow through the
   reparametrised ``z(x)``. With vectorized particles one batched backward pass returns one score per
@@ -29,15 +29,9 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import constraints
 
-from .scores import score_and_laplacian
-
-
-class ScoreObjectiveError(ValueError):
-    """A model/guide pair or data that a score objective cannot handle."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised instead of taking an optimizer step on a NaN or infinite loss."""
+from ..errors import ScoreObjectiveError
+from ..ops.scores import score_and_laplacian
+from ..ops.sites import latent_sites, subsample_indices, z_scores
 
 
 def _is_real_support(support):
@@ -48,7 +42,19 @@ def _is_real_support(support):
 
 @dataclass
 class ObservedScores:
-    """Score-matching ingredients of one observed site (all shaped like the site's batch)."""
+    r"""Score-matching ingredients of one observed site (all shaped like the site's batch).
+
+    :param str name: the site's name.
+    :param fn: the site's distribution :math:`p(x|z)`.
+    :param torch.Tensor value: the observed data ``x``.
+    :param scale: the site's plate-subsampling scale (a number or tensor).
+    :param mask: the site's mask (``None``, a bool or a bool tensor).
+    :param int event_dim: the number of event dimensions of the site.
+    :param torch.Tensor score_p: :math:`\nabla_x\log p(x|z)`, batch and event shape.
+    :param torch.Tensor laplacian: :math:`\Delta_x\log p(x|z)`, batch shape.
+    :param torch.Tensor score_q: :math:`\nabla_x\log q(z|x)` at fixed :math:`z`, batch and
+        event shape.
+    """
 
     name: str
     fn: object
@@ -61,13 +67,25 @@ class ObservedScores:
     score_q: torch.Tensor | None = None  # ∇ₓ log q(z|x) at fixed z, batch + event shape
 
     def weight(self, term):
-        """Applies the site's plate-subsampling scale and mask to a per-element term."""
+        r"""Applies the site's plate-subsampling scale and mask to a per-element term.
+
+        :param torch.Tensor term: a term of the site's batch shape.
+        """
         return scale_and_mask(term, self.scale, self.mask)
 
 
 @dataclass
 class LatentScores:
-    """Scores of one latent site at the value the model was replayed with."""
+    r"""Scores of one latent site at the value the model was replayed with.
+
+    :param str name: the site's name.
+    :param torch.Tensor value: the latent value :math:`z` the model was replayed with.
+    :param scale: the guide site's plate-subsampling scale (a number or tensor).
+    :param mask: the guide site's mask (``None``, a bool or a bool tensor).
+    :param int event_dim: the number of event dimensions of the site.
+    :param torch.Tensor score_q: :math:`\nabla_z\log q(z|x)`.
+    :param torch.Tensor score_p: :math:`\nabla_z\log p(x, z)`.
+    """
 
     name: str
     value: torch.Tensor
@@ -78,26 +96,30 @@ class LatentScores:
     score_p: torch.Tensor | None = None  # ∇_z log p(x, z)
 
     def weight(self, term):
+        r"""Applies the site's plate-subsampling scale and mask to a per-element term.
+
+        :param torch.Tensor term: a term of the site's batch shape.
+        """
         return scale_and_mask(term, self.scale, self.mask)
 
 
 @dataclass
 class ScoreTraces:
-    """Everything one (possibly particle-vectorized) guide/model execution produced."""
+    r"""Everything one (possibly particle-vectorized) guide/model execution produced.
+
+    :param model_trace: the model's trace (subsample sites pruned).
+    :param guide_trace: the guide's trace (subsample sites pruned).
+    :param int num_vectorized: the size of the particle plate (1 without one).
+    :param list observed: one :class:`ObservedScores` per observed site.
+    :param list latents: one :class:`LatentScores` per latent site (when latent scores were
+        requested).
+    """
 
     model_trace: Trace
     guide_trace: Trace
     num_vectorized: int
     observed: list = field(default_factory=list)
     latents: list = field(default_factory=list)
-
-
-def _latent_names(guide_trace):
-    return [
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
 
 
 def _check_latents(guide_trace, names, require_reparam, require_continuous, loss_name):
@@ -143,7 +165,7 @@ def _observed_sites(model_trace, loss_name, check_data):
 
 
 def _replay_trace(guide_trace, values):
-    """A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
+    r"""A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
     tr = Trace()
     for name, site in guide_trace.nodes.items():
         tr.nodes[name] = dict(site, value=values[name]) if name in values else site
@@ -151,7 +173,7 @@ def _replay_trace(guide_trace, values):
 
 
 def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
-    """Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
+    r"""Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
     total = 0.0
     for lp in log_probs:
         if num_vectorized > 1:
@@ -164,7 +186,7 @@ def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
 
 
 def _per_particle_grad(output, inputs, num_vectorized, create_graph):
-    """Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
+    r"""Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
     if num_vectorized > 1:
         eye = torch.eye(num_vectorized, dtype=output.dtype, device=output.device)
         grads = torch.autograd.grad(
@@ -181,7 +203,7 @@ def _per_particle_grad(output, inputs, num_vectorized, create_graph):
 
 
 class DataLocator:
-    """Finds, for each observed site, the guide argument holding its data.
+    r"""Finds, for each observed site, the guide argument holding its data.
 
     The result is cached per site name; under Pyro validation the cached relation is re-checked.
     """
@@ -215,6 +237,19 @@ class DataLocator:
         return torch.equal(arg.index_select(dim, idx), value)
 
     def locate(self, name, site, args, kwargs, subsamples, loss_name):
+        r"""Where the data of observed site ``name`` sits among the guide's arguments.
+
+        :param str name: the observed site's name.
+        :param dict site: the site in the model's (unpruned) trace.
+        :param tuple args: the guide's positional arguments.
+        :param dict kwargs: the guide's keyword arguments.
+        :param dict subsamples: ``{plate name: indices}`` of the subsampling plates.
+        :param str loss_name: the name used in error messages.
+        :returns: ``(key, relation)``: ``key`` is ``("arg", index)`` or ``("kwarg", name)``;
+            ``relation`` is ``None`` when the argument is the observed tensor itself, else
+            ``(dim, plate name)``: the plate subsamples the argument along ``dim``.
+        :raises ~pyro_vsm.errors.ScoreObjectiveError: when no argument holds the data.
+        """
         value = site["value"]
         items = dict(self._arg_items(args, kwargs))
         cached = self._cache.get(name)
@@ -267,8 +302,13 @@ def trace_scores(
     locator=None,
     loss_name="score objective",
 ):
-    """Runs guide and model once and collects the requested scores.
+    r"""Runs guide and model once and collects the requested scores.
 
+    :param model: the Pyro model.
+    :param guide: the Pyro guide; it must receive the observed data as an argument when
+        ``need_guide_x_scores``.
+    :param tuple args: positional arguments of the model and guide.
+    :param dict kwargs: keyword arguments of the model and guide.
     :param str latent_mode: ``"reparam"`` keeps the reparametrised latent values (gradients reach
         the guide's parameters through ``z``); ``"detach"`` detaches them, so the model's terms see
         a fixed ``z`` and guide parameters are reached only through the analytic densities.
@@ -278,10 +318,19 @@ def trace_scores(
     :param bool need_guide_x_scores: compute ``∇ₓ log q(z|x)`` at fixed ``z`` per observed site.
     :param bool create_graph: keep the scores differentiable in the parameters.
     :param bool require_reparam: raise unless every latent guide site has ``rsample``.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
     :param int num_vectorized: size of the particle plate the model and guide are wrapped in
         (1 when particles are not vectorized).
+    :param max_plate_nesting: the plate nesting of the model and guide (locates the particle
+        dimension when ``num_vectorized > 1``).
     :param DataLocator locator: caches where each observed site's data sits in the guide's args.
+    :param str loss_name: the name used in error messages.
     :returns: :class:`ScoreTraces`
+    :raises ~pyro_vsm.errors.ScoreObjectiveError: when the model or guide does not fit score
+        objectives (no continuous observed site, discrete or non-reparametrisable latents where
+        they are not allowed, guide without the data).
     """
     validate = is_validation_enabled()
     detach = latent_mode == "detach"
@@ -292,15 +341,11 @@ def trace_scores(
     guide_needs_graph = not detach or need_z_scores
     with torch.set_grad_enabled(guide_needs_graph and torch.is_grad_enabled()):
         full_guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    names = _latent_names(full_guide_trace)
+    names = [name for name, _ in latent_sites(full_guide_trace)]
     _check_latents(
         full_guide_trace, names, require_reparam and not detach, need_z_scores, loss_name
     )
-    subsamples = {
-        name: site["value"]
-        for name, site in full_guide_trace.nodes.items()
-        if site["type"] == "sample" and site_is_subsample(site)
-    }
+    subsamples = subsample_indices(full_guide_trace)
 
     values = {}
     for name in names:
@@ -451,10 +496,9 @@ def _guide_x_scores(
 
 
 def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, result):
-    """Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
+    r"""Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
     model_trace, guide_trace = result.model_trace, result.guide_trace
     names = list(values)
-    inputs = [values[n] for n in names]
     with torch.enable_grad():
         log_p = 0.0
         for site in model_trace.nodes.values():
@@ -471,13 +515,11 @@ def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, r
         for n, site in zip(names, q_sites, strict=True):
             lq = site["fn"].log_prob(values[n])
             log_q = log_q + scale_and_mask(lq, site["scale"], site["mask"]).sum()
-        grads_p = torch.autograd.grad(log_p, inputs, create_graph=create_graph, allow_unused=True)
-        grads_q = torch.autograd.grad(log_q, inputs, create_graph=create_graph, allow_unused=True)
-    for n, v, gp, gq in zip(names, inputs, grads_p, grads_q, strict=True):
+    scores = z_scores(log_q, log_p, values, create_graph=create_graph)
+    for n, (gq, gp) in scores.items():
         site = guide_trace.nodes[n]
         scale = site["scale"]
-        gp = torch.zeros_like(v) if gp is None else gp
-        gq = torch.zeros_like(v) if gq is None else gq
+        v = values[n]
         # a latent's score is the gradient of the joint in which its own plate scale is 1
         result.latents.append(
             LatentScores(

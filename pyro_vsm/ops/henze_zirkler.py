@@ -8,7 +8,7 @@ For codes :math:`x_1, \dots, x_n \in \mathbb{R}^p` with mean :math:`\bar x` and 
     D_{ij} = (x_i - x_j)^\top S^{-1} (x_i - x_j), \qquad
     D_i = (x_i - \bar x)^\top S^{-1} (x_i - \bar x).
 
-The statistic of Henze & Zirkler (1990), scaled by :math:`n`, is
+The statistic of Henze & Zirkler [1], scaled by :math:`n`, is
 
 .. math::
 
@@ -21,10 +21,10 @@ with the smoothing parameter
 :math:`n` times a weighted :math:`L^2` distance between the empirical characteristic function of
 the standardised codes and that of :math:`\mathcal N(0, I_p)`, so it is non-negative, invariant
 under non-singular affine maps of the codes, of order 1 for normal codes and grows like :math:`n`
-under fixed non-normal alternatives. LiBI (Yacoby, Pan & Doshi-Velez, eq. 44) uses it as a
+under fixed non-normal alternatives. LiBI ([2], eqs. 7, 43 and 44) uses it as a
 smooth penalty pushing amortised codes :math:`z_n = h(x_n)` towards normality.
 
-The p-value uses the lognormal approximation of the null distribution of Henze & Zirkler (1990),
+The p-value uses the lognormal approximation of the null distribution of Henze & Zirkler [1],
 with the exact first two null moments of the statistic:
 with :math:`a = 1 + 2\beta^2` and :math:`w = (1 + \beta^2)(1 + 3\beta^2)`,
 
@@ -46,12 +46,13 @@ the codes are whitened by a triangular solve, :math:`y_i = L^{-1} s_i`, so that
 :math:`O(n^2 p)` time and :math:`O(n^2)` memory. Everything stays on the device and dtype of the
 input and the statistic is differentiable with respect to the codes.
 
-References
+References:
 
-* N. Henze, B. Zirkler. *A class of invariant consistent tests for multivariate normality*.
-  Communications in Statistics -- Theory and Methods 19(10), 3595--3617, 1990.
-* Y. Yacoby, W. Pan, F. Doshi-Velez. *Characterizing and Avoiding Problematic Global Optima of
-  Variational Autoencoders*. 2020 (LiBI, eqs. 7, 43 and 44).
+[1] `A class of invariant consistent tests for multivariate normality`,
+    Norbert Henze, Bernd Zirkler (1990)
+
+[2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
+    Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
 """
 
 import math
@@ -68,7 +69,12 @@ SINGULAR_RTOL = 100.0
 
 
 def henze_zirkler_beta(n, p):
-    r"""The smoothing parameter :math:`\beta = 2^{-1/2} ((2p+1)/4)^{1/(p+4)} n^{1/(p+4)}`."""
+    r"""The smoothing parameter :math:`\beta = 2^{-1/2} ((2p+1)/4)^{1/(p+4)} n^{1/(p+4)}`.
+
+    :param int n: the number of points.
+    :param int p: the dimension of the points.
+    :returns: :math:`\beta`, a Python float.
+    """
     return ((2.0 * p + 1.0) / 4.0) ** (1.0 / (p + 4.0)) * n ** (1.0 / (p + 4.0)) / math.sqrt(2.0)
 
 
@@ -77,6 +83,10 @@ def henze_zirkler_null_moments(n, p):
 
     These are the moments used by the lognormal approximation of the p-value (see the module
     docstring); they depend on ``n`` only through :math:`\beta`.
+
+    :param int n: the number of points.
+    :param int p: the dimension of the points.
+    :returns: ``(mean, variance)``, Python floats.
     """
     b2 = henze_zirkler_beta(n, p) ** 2
     b4, b8 = b2**2, b2**4
@@ -93,7 +103,7 @@ def henze_zirkler_null_moments(n, p):
     return mean, var
 
 
-def _check_codes(codes):
+def _check_codes(codes, check=True):
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
     if not codes.is_floating_point():
@@ -107,16 +117,28 @@ def _check_codes(codes):
         raise ValueError(f"codes must have at least one coordinate, got shape {tuple(codes.shape)}")
     if n < 2:
         raise ValueError(f"codes needs at least 2 points, got {n}")
-    if not bool(torch.isfinite(codes).all()):
+    if check and not bool(torch.isfinite(codes).all()):
         raise ValueError("codes contains non-finite values")
     return codes
 
 
-def _whiten(x, jitter):
-    """Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n)."""
+def _whiten(x, jitter, check=True):
+    r"""Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
+
+    With ``check=False`` nothing is read back to the host: degenerate codes give non-finite
+    values instead of an error."""
     n, p = x.shape
     xc = x - x.mean(0, keepdim=True)
     var = (xc * xc).mean(0)  # divisor n
+    if not check:
+        s = xc / var.sqrt()
+        if p == 1:
+            return s / math.sqrt(1.0 + jitter) if jitter else s
+        eye = torch.eye(p, dtype=x.dtype, device=x.device)
+        corr = s.T @ s / n
+        chol, info = torch.linalg.cholesky_ex(0.5 * (corr + corr.T) + jitter * eye)
+        chol = torch.where(info == 0, chol, torch.full_like(chol, float("nan")))
+        return torch.linalg.solve_triangular(chol, s.T, upper=False).T
     # A constant coordinate can have a variance of rounding size (the mean is inexact), so compare
     # with the coordinate's magnitude: below (SINGULAR_RTOL * eps)^2 * mean(x^2) it is constant.
     floor = (SINGULAR_RTOL * torch.finfo(x.dtype).eps) ** 2 * (x * x).mean(0).detach()
@@ -150,7 +172,7 @@ def _whiten(x, jitter):
     return torch.linalg.solve_triangular(chol, s.T, upper=False).T
 
 
-def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0):
+def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0, check=True):
     r"""The Henze--Zirkler multivariate normality statistic of ``codes`` (differentiable).
 
     :param torch.Tensor codes: ``(n, p)`` real floating-point tensor of ``n >= 2`` points (a
@@ -163,18 +185,21 @@ def henze_zirkler(codes, *, return_pvalue=False, jitter=0.0):
         which keeps the statistic scale invariant. ``0`` (default) computes the exact statistic
         and raises :class:`ValueError` on a singular covariance; a small value (e.g. ``1e-6``)
         makes degenerate codes return a (large) finite value instead, e.g. inside a penalty.
+    :param bool check: check the values of ``codes`` (finite, non-degenerate). ``False`` reads
+        nothing back to the host, as a training step needs: non-finite or degenerate codes then
+        give a non-finite statistic instead of an error.
     :returns: a 0-d tensor ``HZ`` (dtype and device of ``codes``), or ``(HZ, p_value)``.
     :raises ValueError: if ``codes`` does not have shape ``(n, p)``/``(n,)``, has fewer than 2
         points, contains non-finite values, or has a singular covariance with ``jitter == 0``.
     """
-    codes = _check_codes(codes)
+    codes = _check_codes(codes, check)
     jitter = float(jitter)
     if not (math.isfinite(jitter) and jitter >= 0.0):
         raise ValueError(f"jitter must be a finite non-negative number, got {jitter!r}")
     n, p = codes.shape
     b2 = henze_zirkler_beta(n, p) ** 2
 
-    y = _whiten(codes, jitter)
+    y = _whiten(codes, jitter, check)
     d_i = (y * y).sum(-1)
     d_ij = (d_i[:, None] + d_i[None, :] - 2.0 * (y @ y.T)).clamp_min(0.0)
     d_ij = d_ij.masked_fill(torch.eye(n, dtype=torch.bool, device=y.device), 0.0)  # D_ii = 0

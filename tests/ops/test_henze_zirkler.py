@@ -1,4 +1,4 @@
-"""Tests of :func:`pyro_vsm.evaluation.henze_zirkler`.
+"""Tests of :func:`pyro_vsm.ops.henze_zirkler`.
 
 The reference below is an independent numpy/scipy transcription of the published statistic
 (Henze & Zirkler 1990; covariance divisor n, statistic scaled by n): explicit pairwise differences,
@@ -13,7 +13,7 @@ import torch
 from scipy import stats
 
 from pyro_vsm.evaluation import henze_zirkler
-from pyro_vsm.evaluation.henze_zirkler import henze_zirkler_null_moments
+from pyro_vsm.ops.henze_zirkler import henze_zirkler_null_moments
 
 F64 = torch.float64
 

@@ -4,14 +4,14 @@ import pytest
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution
 
-from pyro_vsm.infer.scores import (
+from pyro_vsm.datasets import LinearGaussian
+from pyro_vsm.infer.traces import trace_scores
+from pyro_vsm.ops.scores import (
     autograd_score,
     exact_laplacian,
     hutchinson_laplacian,
     score_and_laplacian,
 )
-from pyro_vsm.infer.tracing import trace_scores
-from tests.common import LinearGaussian
 
 D = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests of the two-sample statistics in :mod:`pyro_vsm.evaluation.two_sample`."""
+"""Tests of the two-sample statistics in :mod:`pyro_vsm.ops.two_sample`."""
 
 import itertools
 import math
@@ -6,18 +6,20 @@ import math
 import pytest
 import torch
 
-from pyro_vsm.evaluation.two_sample import (
+from pyro_vsm.ops.smooth_knn import (
     _cross_weight,
     _cross_weight_permuted,
     _k_subset_marginals,
+    _permutation_null_moments,
+    smooth_knn_marginals,
+    smooth_knn_statistic,
+)
+from pyro_vsm.ops.two_sample import (
     _mmd2_from_gram,
     _mmd2_permuted,
-    _permutation_null_moments,
     _pooled_gram,
     _random_membership,
     mmd,
-    smooth_knn_marginals,
-    smooth_knn_statistic,
 )
 
 F64 = torch.float64
