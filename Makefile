@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/step_time.py
 	$(VENV)/bin/python benchmarks/evaluation.py
 	$(VENV)/bin/python benchmarks/scaling.py
+	$(VENV)/bin/python benchmarks/ais.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build

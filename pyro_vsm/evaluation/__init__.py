@@ -15,7 +15,7 @@ r"""Evaluation of latent-variable models: log-likelihoods, log-partition functio
 
 from ..ops import henze_zirkler, mmd, smooth_knn_statistic
 from .aggregate import AggregatePosteriorSamples, aggregate_posterior_samples
-from .ais import ais_log_likelihood, annealing_schedule, log_partition
+from .ais import AISOptions, ais_log_likelihood, annealing_schedule, log_partition
 from .arviz import to_arviz
 from .density_model import DensityModelDiagnostics, density_model_kl
 from .density_ratio import DensityRatioDiagnostics, density_ratio_kl
@@ -34,6 +34,7 @@ from .metrics import (
 
 __all__ = [
     "AISDiagnostics",
+    "AISOptions",
     "AggregatePosteriorSamples",
     "DensityModelDiagnostics",
     "DensityRatioDiagnostics",
