@@ -9,7 +9,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that no later resolution can pull a CUDA build
 	$(VENV)/bin/pip install --quiet -c constraints.txt torch==2.13.0
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test,plots,arviz,flows,digits,docs]"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test,plots,arviz,flows,digits,docs,lightning]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +30,8 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/step_time.py
 	$(VENV)/bin/python benchmarks/evaluation.py
+	$(VENV)/bin/python benchmarks/scaling.py
+	$(VENV)/bin/python benchmarks/ais.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build

@@ -1,6 +1,7 @@
 r"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
 
 from .infer import (
+    AAELoss,
     AdversarialPriorLoss,
     BetaELBO,
     GroupedLoss,
@@ -19,11 +20,13 @@ from .infer import (
     NonFiniteLossError,
     ScoreObjectiveError,
     SSMPriorLoss,
+    VGHLoss,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AAELoss",
     "AdversarialPriorLoss",
     "BetaELBO",
     "GroupedLoss",
@@ -42,5 +45,6 @@ __all__ = [
     "NonFiniteLossError",
     "SSMPriorLoss",
     "ScoreObjectiveError",
+    "VGHLoss",
     "__version__",
 ]

@@ -275,28 +275,53 @@ def _config(args):
     }
 
 
+def _processes(args):
+    """``--devices/--accelerator/--strategy`` against ``--device``: the plain path's device, or
+    ``None`` for Lightning (``--devices`` > 1)."""
+    if args.devices < 1:
+        raise ValueError(f"--devices must be at least 1, got {args.devices}")
+    wanted = {"cpu": "cpu", "gpu": "cuda"}.get(args.accelerator)
+    given = None if args.device == "auto" else _device(args.device).type
+    if wanted and given and wanted != given:
+        raise ValueError(f"--device {args.device} conflicts with --accelerator {args.accelerator}")
+    if args.devices == 1:
+        if args.strategy != "auto":
+            raise ValueError("--strategy ddp needs --devices 2 or more")
+        return _device(args.device if given or not wanted else wanted)
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ValueError("--device names one device; with --devices N use --accelerator gpu")
+    args.accelerator = {"cpu": "cpu", "cuda": "gpu"}.get(given, args.accelerator)
+    return None
+
+
 def train(args):
     _check_losses([args.loss])
-    device = _device(args.device)
+    device = _processes(args)
     path = os.path.join(args.out, "checkpoint.pt")
     state = None
     if args.resume:
         state = load_checkpoint(path)
         config = state["config"]
+        if config.get("devices", 1) != args.devices:
+            raise ValueError(f"{path} was trained with --devices {config.get('devices', 1)}")
         print(f"resuming {config['loss']} on {config['dataset']} from step {state['step']}")
     else:
-        config = _config(args)
-    x_train, _ = _data(config, args, device)
+        config = {**_config(args), **({} if device else {"devices": args.devices})}
+    x_train, _ = _data(config, args, device or "cpu")
     pyro.clear_param_store()
     pyro.set_rng_seed(config["seed"])
-    model, guide = build_vae(
-        x_train.shape[-1],
-        config["latent_dim"],
-        config["hidden"],
-        dtype=x_train.dtype,
-        device=device,
-    )
-    loss = _objective(config["loss"], config)
+    with pyro.settings.context(module_local_params=device is None):
+        model, guide = build_vae(
+            x_train.shape[-1], config["latent_dim"], config["hidden"], dtype=x_train.dtype
+        )
+        loss = _objective(config["loss"], config)
+        if device is None:  # several processes: Lightning (the [lightning] extra)
+            from .lightning import train_command
+
+            train_command(model, guide, loss, x_train, config, args)
+            print(f"trained {config['loss']} to step {args.steps}; checkpoint: {path}")
+            return model, guide
+    model, guide = model.to(device), guide.to(device)
     optim = Adam({"lr": config["lr"]})
     start = 0
     if state is not None:
@@ -432,6 +457,9 @@ def build_parser():
         "--loss", default="m1-kl", help=f"objective, one of: {', '.join(OBJECTIVE_NAMES)}"
     )
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--devices", type=int, default=1, help="processes (>1: DDP via Lightning)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--strategy", default="auto", choices=["auto", "ddp"], help="auto: per loss")
     p.add_argument("--out", default="results/train", help="folder of checkpoint.pt")
     p.add_argument(
         "--resume",

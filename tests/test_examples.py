@@ -19,6 +19,10 @@ EXAMPLES = [
     ("sphere_density.py", []),
     ("implicit_vae.py", []),
     ("wae.py", []),
+    ("density_ratio_linear.py", ["--quiet"]),
+    ("marginal_kl_digits.py", ["--quiet"]),
+    ("aae_posteriors.py", []),
+    ("hybrids_digits.py", []),
 ]
 
 

@@ -1,6 +1,7 @@
 r"""Losses that plug into :class:`pyro.infer.SVI`, their shared base and the score plumbing."""
 
 from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .aae import AAELoss
 from .adversarial_prior import AdversarialPriorLoss
 from .base import ScoreLoss
 from .beta_elbo import BetaELBO
@@ -24,9 +25,11 @@ from .schedules import (
     SinglePhase,
 )
 from .traces import trace_scores
+from .vgh import VGHLoss
 from .wae import MMDWAELoss
 
 __all__ = [
+    "AAELoss",
     "AdversarialPriorLoss",
     "AlternatingSchedule",
     "AnnealingSchedule",
@@ -58,5 +61,6 @@ __all__ = [
     "guide_objective_terms",
     "inference_latent_mode",
     "SinglePhase",
+    "VGHLoss",
     "trace_scores",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._checks import as_samples as _as_samples
 from .._checks import check_int as _check_int
 
 __all__ = ["mmd"]
@@ -37,25 +38,9 @@ _CHUNK_CELLS = 2**22
 # validation helpers
 
 
-def _as_samples(t, name, check_finite=True):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not (t.is_floating_point()):
-        raise ValueError(f"{name} must have a real floating-point dtype, got {t.dtype}")
-    if t.dim() == 1:
-        t = t.unsqueeze(-1)
-    elif t.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d) or (n,), got {tuple(t.shape)}")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature, got shape {tuple(t.shape)}")
-    if check_finite and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains non-finite values")
-    return t
-
-
 def _check_pair(x, y, min_size, check_finite=True):
-    x = _as_samples(x, "x", check_finite)
-    y = _as_samples(y, "y", check_finite)
+    x = _as_samples(x, "x", check_finite=check_finite)
+    y = _as_samples(y, "y", check_finite=check_finite)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"x and y must have the same number of features, got x: {tuple(x.shape)}, "

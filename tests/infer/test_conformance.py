@@ -23,6 +23,7 @@ from torch import nn
 
 import pyro_vsm
 from pyro_vsm import (
+    AAELoss,
     AdversarialPriorLoss,
     BetaELBO,
     ImplicitELBO,
@@ -39,6 +40,7 @@ from pyro_vsm import (
     MVLPriorLoss,
     NonFiniteLossError,
     SSMPriorLoss,
+    VGHLoss,
 )
 from pyro_vsm.checkpoint import load_checkpoint, restore, save_checkpoint
 from pyro_vsm.distributions import ConditionalQuadraticFormEnergy, EnergyDistribution
@@ -118,6 +120,25 @@ class Case:
 
 ALTERNATING = {"guide": decoder_params, "model": guide_params}
 
+
+def model_and_guide_params(model, guide):
+    return list(model.parameters()) + list(guide.parameters())
+
+
+def discriminator(dim):
+    """A tiny MLP with a fixed initialisation (every build of a case's loss is the same loss)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(dim)
+        return mlp(dim, (4,), 1).to(D64)
+
+
+HYBRID = {
+    "encoder": decoder_params,
+    "generator": guide_params,
+    "data_discriminator": model_and_guide_params,
+    "code_discriminator": model_and_guide_params,
+}
+
 CASES = {
     "M1Loss(kl)": Case(lambda **kw: M1Loss("kl", **kw), frozen=ALTERNATING),
     "M1Loss(fisher)": Case(lambda **kw: M1Loss("fisher", **kw), frozen=ALTERNATING),
@@ -137,6 +158,14 @@ CASES = {
         lambda **kw: AdversarialPriorLoss(GaussianVariationalPrior(DZ, dtype=D64), **kw),
         energy=True,
         steps=2,
+    ),
+    "AAELoss": Case(
+        lambda **kw: AAELoss(code_discriminator=discriminator(DZ), **kw), steps=6, frozen=HYBRID
+    ),
+    "VGHLoss(vgh++)": Case(
+        lambda **kw: VGHLoss(discriminator(DX), discriminator(DZ), variant="vgh++", **kw),
+        steps=8,
+        frozen=HYBRID,
     ),
     "ImportanceWeightedPriorLoss": Case(
         lambda **kw: ImportanceWeightedPriorLoss(**kw), energy=True, steps=2
