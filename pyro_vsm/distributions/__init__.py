@@ -5,17 +5,20 @@
 * energies (``torch.nn.Module``, ``(..., d) -> (...)``, with ``event_shape``):
   :class:`GRBMEnergy` (exact ``log_partition()`` for few hidden units), :class:`MLPEnergy`,
   :class:`QuadraticFormEnergy`, :class:`TiltedGaussianEnergy`;
+* :class:`LogitRelaxedBernoulli`: the binary Concrete relaxation in logit space;
 * distributions on the sphere: :class:`HypersphericalUniform`, :class:`VonMisesFisher`.
 """
 
 from .energies import GRBMEnergy, MLPEnergy, QuadraticFormEnergy, TiltedGaussianEnergy
 from .energy import EnergyDistribution
+from .relaxed import LogitRelaxedBernoulli
 from .sphere import HypersphericalUniform, VonMisesFisher
 
 __all__ = [
     "EnergyDistribution",
     "GRBMEnergy",
     "HypersphericalUniform",
+    "LogitRelaxedBernoulli",
     "MLPEnergy",
     "QuadraticFormEnergy",
     "TiltedGaussianEnergy",

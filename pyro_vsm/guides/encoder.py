@@ -34,8 +34,10 @@ class DiagonalNormalEncoder(PyroModule):
         return cls(mlp(data_dim, hidden, 2 * latent_dim), latent_dim, **kwargs)
 
     @classmethod
-    def conv(cls, latent_dim, channels=1, width=64, **kwargs):
-        return cls(ConvEncoder(2 * latent_dim, channels, width), latent_dim, **kwargs)
+    def conv(cls, latent_dim, channels=1, width=64, image_size=32, **kwargs):
+        """An encoder for ``channels × image_size × image_size`` images
+        (:class:`~pyro_vsm.models.ConvEncoder`)."""
+        return cls(ConvEncoder(2 * latent_dim, channels, width, image_size), latent_dim, **kwargs)
 
     def distribution(self, x):
         """The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``)."""

@@ -1,10 +1,12 @@
 """Ready-made Pyro models."""
 
+from .binary import BinaryLatentVAE
 from .energy_prior import EnergyPriorVAE, VampPriorVAE
 from .networks import ConvDecoder, ConvEncoder, data_plate, mlp
 from .vae import GaussianVAE
 
 __all__ = [
+    "BinaryLatentVAE",
     "ConvDecoder",
     "ConvEncoder",
     "EnergyPriorVAE",
