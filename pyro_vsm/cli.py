@@ -29,6 +29,7 @@ from .experiments import (
     OBJECTIVE_NAMES,
     auto_threads,
     evaluate_built,
+    evaluation_defaults,
     get_objective,
     num_threads,
     resolve_config,
@@ -176,7 +177,8 @@ def evaluate(args):
             ) from e
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    batch = 8 * min(x_test.shape[0], args.ais_points)
+    ais_points = args.ais_points or evaluation_defaults(x_test)["ais_points"]
+    batch = 8 * min(x_test.shape[0], ais_points)
     with num_threads(_threads(args, (built.model, built.guide), batch)):
         row = {"objective": config["loss"], "step": state["step"], "dataset": dataset}
         row.update(
@@ -185,7 +187,7 @@ def evaluate(args):
                 x_test,
                 eval_samples=args.eval_samples,
                 ais_temperatures=args.ais_temperatures,
-                ais_points=args.ais_points,
+                ais_points=ais_points,
             )
         )
     row.update(status="ok", train_seconds=None)

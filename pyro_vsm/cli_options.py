@@ -142,6 +142,8 @@ def _data_arguments(p, dataset_default="mixture"):
 
 def _chosen(key):
     small, large = data_defaults(2)[key], data_defaults(64)[key]
+    if isinstance(small, list):
+        small, large = " ".join(map(str, small)), " ".join(map(str, large))
     return f"default: chosen from the data: {small} for 2-D data, {large} for the 8x8 digits"
 
 
@@ -181,6 +183,13 @@ def _model_arguments(p):
     )
     p.add_argument(
         "--lr", type=positive_float, default=None, help=f"Adam learning rate ({_chosen('lr')})"
+    )
+    p.add_argument(
+        "--gamma-init",
+        type=positive_float,
+        default=None,
+        help="initial observation variance (default: chosen from the data: 1 for 2-D data, a "
+        "tenth of the data's mean per-dimension variance for larger data, 0.0065 for the digits)",
     )
     p.add_argument(
         "--particles",
@@ -224,8 +233,8 @@ def _evaluation_arguments(p):
     p.add_argument(
         "--ais-points",
         type=integer(1),
-        default=1000,
-        help="held-out points evaluated by AIS (default: %(default)s)",
+        default=None,
+        help=f"held-out points evaluated by AIS, the first ones ({_chosen('ais_points')})",
     )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 

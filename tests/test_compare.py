@@ -198,17 +198,26 @@ def test_data_chosen_defaults_and_help(capsys):
     assert data_defaults(2) == {
         "latent_dim": 2,
         "hidden": [30, 30],
+        "gamma_init": 1.0,
         "steps": 2000,
         "batch_size": 200,
         "lr": 3e-3,
+        "ais_points": 1000,
     }
-    digits = data_defaults(64)
-    assert digits["latent_dim"] == 8 and digits["hidden"] == [128, 128]
+    digits = data_defaults(64, variance=0.065)
+    assert digits["latent_dim"] == 8 and digits["hidden"] == [64, 64]
+    assert digits["gamma_init"] == pytest.approx(0.0065) and digits["ais_points"] == 100
+    config = resolve_config({"dataset": "digits", "hidden": [5]}, torch.rand(10, 1, 8, 8))
+    assert (
+        config["hidden"] == [5] and config["latent_dim"] == 8 and config["image_shape"] == [1, 8, 8]
+    )
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for fragment in (
         "chosen from the data: 2 for 2-D data, 8 for the 8x8 digits",
-        "elbo m1-kl m1-fisher",
+        "30 30 for 2-D data, 64 64 for the 8x8 digits",
+        "elbo m1-kl m1-fisher m2-kl m3-kl joint-fisher",
+        "the 'mixture' data with 2000 steps",
     ):
-        assert fragment in text
+        assert fragment in text, fragment

@@ -12,7 +12,7 @@ r"""Training and evaluating every objective on one data set: the core of ``pyro-
 
 from . import families  # noqa: F401 - registers the objectives
 from .compare import resolve_losses, run_compare
-from .config import CONFIG_KEYS, data_defaults, resolve_config
+from .config import CONFIG_KEYS, data_defaults, evaluation_defaults, resolve_config
 from .evaluate import METRICS, evaluate_built
 from .families import make_objective
 from .registry import Built, ObjectiveSpec, get_objective, objective_names, register
@@ -33,6 +33,7 @@ __all__ = [
     "data_defaults",
     "evaluate_built",
     "evaluate_vae",
+    "evaluation_defaults",
     "get_objective",
     "make_objective",
     "num_threads",

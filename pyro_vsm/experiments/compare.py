@@ -9,7 +9,7 @@ import pyro
 import torch
 
 from ..datasets.files import image_shape, load_dataset
-from .config import resolve_config
+from .config import evaluation_defaults, resolve_config
 from .evaluate import evaluate_built
 from .figures import compare_figure, figure_data
 from .progress import Progress, Throttle
@@ -160,7 +160,7 @@ def run_compare(args, device):
         evaluation = dict(
             eval_samples=args.eval_samples,
             ais_temperatures=args.ais_temperatures,
-            ais_points=args.ais_points,
+            ais_points=args.ais_points or evaluation_defaults(x_train)["ais_points"],
         )
         options = {
             "evaluation": evaluation,

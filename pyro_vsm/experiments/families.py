@@ -3,7 +3,8 @@ each (a builder: model + guide + loss + evaluation hooks), with their documented
 
 All share the networks of the run configuration: a decoder and an encoder that are MLPs with
 ``hidden`` widths (``--model mlp``) or DCGAN-style conv nets of width ``hidden[0]`` for square
-images (``--model conv``), a Gaussian likelihood with a learnable scalar variance :math:`\gamma`,
+images (``--model conv``), a Gaussian likelihood with a learnable scalar variance :math:`\gamma`
+(initial value ``gamma_init``),
 ``particles`` guide samples per point, Adam with learning rate ``lr``. Defaults specific to a
 family are listed in its builder and recorded under ``settings`` in the report.
 
@@ -112,6 +113,10 @@ def networks(config, obs_shape, encoder_out):
     return mlp(d, hidden, obs_shape[0]), mlp(obs_shape[0], hidden, encoder_out)
 
 
+def _gi(config):
+    return config.get("gamma_init") or 1.0
+
+
 def _place(modules, x):
     for m in modules:
         m.to(device=x.device, dtype=x.dtype)
@@ -132,7 +137,7 @@ def _vae(config, x_train, loss, optim=None, steps=None, settings=None):
     settings = dict(settings or {})
     if binary:
         tau = config["temperature"]
-        model = BinaryLatentVAE(decoder, d, obs_shape, temperature=tau)
+        model = BinaryLatentVAE(decoder, d, obs_shape, temperature=tau, gamma_init=_gi(config))
         guide = BernoulliEncoder(encoder, d, temperature=tau)
         settings["temperature"] = tau
 
@@ -156,7 +161,7 @@ def _vae(config, x_train, loss, optim=None, steps=None, settings=None):
             },
         )
     else:
-        model = GaussianVAE(decoder, d, obs_shape)
+        model = GaussianVAE(decoder, d, obs_shape, gamma_init=_gi(config))
         guide = DiagonalNormalEncoder(encoder, d)
 
         def prior_latents(n):
@@ -223,7 +228,9 @@ def _energy_prior(make_loss):
         obs_shape, d = tuple(x_train.shape[1:]), config["latent_dim"]
         decoder, encoder = networks(config, obs_shape, 2 * d)
         hidden = GRBM_HIDDEN_SMALL if d <= 2 else GRBM_HIDDEN
-        model = EnergyPriorVAE(decoder, GRBMEnergy(d, hidden), obs="gaussian", obs_shape=obs_shape)
+        model = EnergyPriorVAE(
+            decoder, GRBMEnergy(d, hidden), obs_shape=obs_shape, gamma_init=_gi(config)
+        )
         guide = DiagonalNormalEncoder(encoder, d)
         _place((model, guide), x_train)
         lr = config["lr"]
@@ -289,7 +296,7 @@ def _vampprior(config, x_train):
     guide = DiagonalNormalEncoder(encoder, d)
     k = min(PSEUDO_INPUTS, x_train.shape[0])
     init = x_train[torch.randperm(x_train.shape[0], device=x_train.device)[:k]]
-    model = VampPriorVAE(decoder, guide, k, obs="gaussian", pseudo_inputs=init.cpu())
+    model = VampPriorVAE(decoder, guide, k, pseudo_inputs=init.cpu(), gamma_init=_gi(config))
     _place((model, guide), x_train)
     return Built(
         model=model,
