@@ -357,3 +357,28 @@ def test_train_and_evaluate_accept_every_loss(tmp_path, capsys):
         assert main(evaluate) == 0, name
         row = json.loads(json_path.read_text())
         assert row["objective"] == name and row["test_nll"] is not None and not row["errors"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--latent", "binary", "--loss", "m1-kl"],
+        ["--dataset", "digits", "--model", "conv", "--loss", "ssm-prior", "--hidden", "4"],
+    ],
+)
+def test_train_and_evaluate_binary_and_conv(tmp_path, extra):
+    if "digits" in extra:
+        pytest.importorskip("sklearn")
+    argv = ["train", *extra, "--steps", "3", "--batch-size", "8", "--num-data", "32", "--quiet"]
+    assert main([*argv, "--num-test", "8", "--out", str(tmp_path)]) == 0
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert state["config"]["latent"] == extra[1] or state["config"]["model"] == "conv"
+    out = tmp_path / "e.json"
+    evaluate = ["evaluate", str(tmp_path / "checkpoint.pt"), "--eval-samples", "4"]
+    assert main([*evaluate, "--ais-temperatures", "2", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["test_nll"] is not None and not row["errors"]
+    if "binary" in extra:
+        assert row["test_nll_ais"] is None and "HMC" in row["not_applicable"]["test_nll_ais"]
+    else:
+        assert row["log_z_method"] == "exact" and row["test_nll_ais"] is not None

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import pyro
 import torch
@@ -101,7 +102,9 @@ def train_steps(
     bar = tqdm(
         total=steps, initial=start, desc=desc, disable=not terminal, leave=False, mininterval=0.5
     )
-    with bar:
+    with bar, warnings.catch_warnings():
+        # a non-finite value raises below; Pyro's own warning about it would only repeat that
+        warnings.filterwarnings("ignore", message="Encountered NaN")
         for step in range(start, steps):
             idx = torch.randint(n, (batch_size,), device=x_train.device)
             value = svi.step(x_train[idx], num_data=n)
