@@ -96,7 +96,7 @@ def train(args):
     state = None
     if args.resume:
         state = load_checkpoint(path)
-        config = _complete(state["config"])
+        config = _complete({"steps": state["step"], **state["config"]})
         print(f"resuming {config['loss']} on {config['dataset']} from step {state['step']}")
         x_train, _ = _data(config, args, device)
     else:

@@ -70,14 +70,21 @@ def run_objective(payload, emit):
 
     Pyro's and torch's argument validation is off here (about 5 % of the time): the models are
     the library's own, and non-finite values are caught by the losses' finiteness checks, by
-    the training loop's check of every step's value and by the metrics' own checks.
+    the training loop's check of every step's value and by the metrics' own checks. Denormal
+    floats are flushed to zero (about 7 % of the AIS time on the 2-D VAE; values below 1e-38
+    in float32 do not change any reported number).
 
     :param tuple payload: ``(name, config, options)``.
     :param emit: progress callback.
     :returns: ``(report entry, figure panel data or None)``.
     """
-    with pyro.validation_enabled(False):
-        return _run_objective(payload, emit)
+    flush = torch.set_flush_denormal(True)
+    try:
+        with pyro.validation_enabled(False):
+            return _run_objective(payload, emit)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
 
 
 def _run_objective(payload, emit):
