@@ -1,4 +1,4 @@
-"""The ``pyro-vsm`` command (also ``python -m pyro_vsm``).
+r"""The ``pyro-vsm`` command (also ``python -m pyro_vsm``).
 
 * ``pyro-vsm compare``: train every chosen objective on one data set, each in its own
   single-threaded worker process, and compare them on the same held-out metrics; prints a table
@@ -55,7 +55,7 @@ def _device(name):
 
 
 def _data(config, args, device, dataset=None):
-    """``(x_train, x_test)`` of a run configuration (``dataset`` overrides the configured one)."""
+    r"""``(x_train, x_test)`` of a run configuration (``dataset`` overrides the configured one)."""
     name = dataset or config["dataset"]
     conv = config.get("model") == "conv"
     if conv and image_shape(name) is None:
@@ -73,7 +73,7 @@ def _data(config, args, device, dataset=None):
 
 
 def _complete(config):
-    """Fills the keys that checkpoints of earlier versions did not store."""
+    r"""Fills the keys that checkpoints of earlier versions did not store."""
     defaults = {"model": "mlp", "latent": "gaussian", "temperature": 0.5, "image_shape": None}
     return {**defaults, **config}
 
