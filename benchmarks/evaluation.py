@@ -8,7 +8,12 @@ error, and the wall time of the whole call:
 
 * AIS from the prior and from the guide, versus the number of temperatures;
 * importance sampling with the guide as proposal, versus the number of samples (also the share
-  of points whose Pareto k̂ exceeds 0.7).
+  of points whose Pareto k̂ exceeds 0.7);
+* the error-versus-cost curve of every AIS schedule (``"adaptive"``, ``"sigmoid"``, ``"linear"``)
+  from the prior, averaged over random models (``--schedule-seeds``) of the setting of issue 19
+  (d_x = 6, d_z = 3, γ = 0.2, 20 points, 16 chains; ``--schedule-models`` adds larger ones), next
+  to AIS with exact transitions on the sigmoid schedule and on the schedule of equal
+  thermodynamic length computed from the exact variances (``benchmarks/ais_reference.py``).
 
     python benchmarks/evaluation.py [--device cuda] [--out results/evaluation.json] [--smoke]
 """
@@ -17,13 +22,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import pyro
 import torch
 
 from pyro_vsm.datasets import LinearGaussian
-from pyro_vsm.evaluation import ais_log_likelihood, importance_log_likelihood
+from pyro_vsm.evaluation import ais_log_likelihood, annealing_schedule, importance_log_likelihood
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling ais_reference.py
+from ais_reference import make_problem, oracle_schedule, perfect_ais  # noqa: E402
+
+SCHEDULES = ("adaptive", "sigmoid", "linear")
 
 
 def _sync(device):
@@ -80,6 +91,67 @@ def run_is(lg, x, exact, device, sample_counts):
     return rows
 
 
+def run_schedules(models, seeds, temperatures, chains, perfect_reps, device):
+    """Mean |error| (nats per point, averaged over points and seeds) and seconds per call of
+    HMC-AIS from the prior for every schedule and number of temperatures, and of perfect AIS."""
+    rows = []
+    for dx, dz in models:
+        problems = [make_problem(seed, dx=dx, dz=dz, device=device) for seed in seeds]
+        for t in temperatures:
+            for schedule in SCHEDULES:
+                errors, seconds = [], []
+                for seed, (lg, x, exact) in zip(seeds, problems, strict=True):
+                    pyro.set_rng_seed(seed)
+                    _sync(device)
+                    start = time.perf_counter()
+                    est = ais_log_likelihood(
+                        lg.model,
+                        x,
+                        num_temperatures=t,
+                        num_chains=chains,
+                        schedule=schedule,
+                        progress=False,
+                    )
+                    _sync(device)
+                    seconds.append(time.perf_counter() - start)
+                    errors.append((est - exact).abs().mean().item())
+                rows.append(
+                    dict(
+                        data_dim=dx,
+                        latent_dim=dz,
+                        num_temperatures=t,
+                        schedule=schedule,
+                        transitions="hmc",
+                        mean_abs_error=sum(errors) / len(errors),
+                        seconds=sum(seconds) / len(seconds),
+                    )
+                )
+            for name in ("sigmoid", "oracle"):
+                errors = []
+                for seed, (lg, x, exact) in zip(seeds, problems, strict=True):
+                    g = torch.Generator(device=device).manual_seed(seed)
+                    betas = (
+                        annealing_schedule(t, dtype=x.dtype, device=device)
+                        if name == "sigmoid"
+                        else oracle_schedule(lg, x, t)
+                    )
+                    for _ in range(perfect_reps):
+                        est = perfect_ais(lg, x, betas, chains, generator=g)
+                        errors.append((est - exact).abs().mean().item())
+                rows.append(
+                    dict(
+                        data_dim=dx,
+                        latent_dim=dz,
+                        num_temperatures=t,
+                        schedule=name,
+                        transitions="perfect",
+                        mean_abs_error=sum(errors) / len(errors),
+                        seconds=None,
+                    )
+                )
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -89,11 +161,18 @@ def main(argv=None):
     p.add_argument("--chains", type=int, default=16)
     p.add_argument("--temperatures", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
     p.add_argument("--samples", type=int, nargs="+", default=[10, 100, 1000, 10000, 100000])
+    p.add_argument("--schedule-models", nargs="+", default=["6,3"], help="d_x,d_z pairs")
+    p.add_argument("--schedule-seeds", type=int, default=5)
+    p.add_argument(
+        "--schedule-temperatures", type=int, nargs="+", default=[50, 100, 200, 500, 1000]
+    )
+    p.add_argument("--perfect-reps", type=int, default=20)
     p.add_argument("--out", default="results/evaluation.json")
     p.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = p.parse_args(argv)
     if args.smoke:
         args.points, args.chains, args.temperatures, args.samples = 3, 4, [3, 6], [10, 50]
+        args.schedule_seeds, args.schedule_temperatures, args.perfect_reps = 1, [20], 1
     device = torch.device(args.device)
     lg = LinearGaussian(dx=args.dx, dz=args.dz, seed=0, device=device)
     x = lg.sample_data(args.points)
@@ -115,6 +194,14 @@ def main(argv=None):
         "ais_from_prior": run_ais(lg, x, exact, device, args.temperatures, args.chains, None),
         "ais_from_guide": run_ais(lg, x, exact, device, args.temperatures, args.chains, lg.guide),
         "importance_sampling": run_is(lg, x, exact, device, args.samples),
+        "ais_schedules": run_schedules(
+            [tuple(int(v) for v in m.split(",")) for m in args.schedule_models],
+            list(range(args.schedule_seeds)),
+            args.schedule_temperatures,
+            args.chains if args.smoke else 16,
+            args.perfect_reps,
+            device,
+        ),
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
@@ -135,6 +222,14 @@ def main(argv=None):
                 f"{label:<18}{r[setting]:>10}{r['mean_error']:>10.3f}{r['mean_abs_error']:>12.3f}"
                 f"{r['mean_stderr']:>9.3f}{r['seconds']:>8.2f}"
             )
+    print("AIS from the prior, mean |error| per schedule (γ = 0.2, 16 chains, 20 points, averaged")
+    print(f"over {args.schedule_seeds} models); 'perfect' = exact transitions")
+    for r in result["ais_schedules"]:
+        secs = "" if r["seconds"] is None else f"{r['seconds']:8.2f} s"
+        print(
+            f"d_x={r['data_dim']:<3} d_z={r['latent_dim']:<3} T={r['num_temperatures']:<5}"
+            f"{r['transitions']:>8} {r['schedule']:<9}{r['mean_abs_error']:8.4f}{secs}"
+        )
     return result
 
 

@@ -1,6 +1,7 @@
-"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
+r"""pyro-vsm: variational score matching, energy-based priors and manifold priors for Pyro."""
 
 from .infer import (
+    AAELoss,
     AdversarialPriorLoss,
     BetaELBO,
     GroupedLoss,
@@ -11,14 +12,18 @@ from .infer import (
     M1Loss,
     M2Loss,
     M3Loss,
+    MVLLoss,
+    MVLPriorLoss,
     NonFiniteLossError,
     ScoreObjectiveError,
     SSMPriorLoss,
+    VGHLoss,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AAELoss",
     "AdversarialPriorLoss",
     "BetaELBO",
     "GroupedLoss",
@@ -29,8 +34,11 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MVLLoss",
+    "MVLPriorLoss",
     "NonFiniteLossError",
     "SSMPriorLoss",
     "ScoreObjectiveError",
+    "VGHLoss",
     "__version__",
 ]

@@ -6,7 +6,14 @@ import operator
 
 import torch
 
-__all__ = ["as_call_args", "check_int", "check_positive", "positive_int"]
+__all__ = [
+    "as_call_args",
+    "as_samples",
+    "check_int",
+    "check_positive",
+    "check_real",
+    "positive_int",
+]
 
 
 def positive_int(value, name):
@@ -24,13 +31,13 @@ def positive_int(value, name):
     return result
 
 
-def check_int(value, name, low, high=None):
+def check_int(value, name, low=1, high=None):
     r"""``value`` as an ``int`` if it is an integer in ``[low, high]`` (not a bool), else
     ``ValueError``.
 
     :param value: the value to check.
     :param str name: the argument's name, for the message.
-    :param int low: the smallest allowed value.
+    :param int low: the smallest allowed value (default 1).
     :param high: the largest allowed value (``None``: no upper bound).
     """
     ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
@@ -55,8 +62,56 @@ def check_positive(value, name, allow_none=False, allow_zero=False):
     if not ok:
         kind = "non-negative" if allow_zero else "positive"
         extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a finite {kind} number{extra}, got {value!r}")
+        raise ValueError(f"{name} must be a {kind} finite number{extra}, got {value!r}")
     return float(value)
+
+
+def check_real(value, name, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    r"""``value`` as a finite ``float`` in the interval from ``low`` to ``high`` (bools rejected),
+    else ``ValueError``.
+
+    :param value: the value to check.
+    :param str name: the argument's name, for the message.
+    :param float low: the lower end of the interval.
+    :param float high: the upper end of the interval.
+    :param bool low_open: exclude ``low``.
+    :param bool high_open: exclude ``high``.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (v > low if low_open else v >= low)
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def as_samples(t, name, min_size=1):
+    r"""``t`` as an ``(n, d)`` floating tensor of finite samples (``(n,)`` becomes ``(n, 1)``).
+
+    :param t: the samples.
+    :param str name: the argument's name, for the message.
+    :param int min_size: the least number of samples.
+    :raises TypeError: when ``t`` is not a tensor.
+    :raises ValueError: for a wrong dtype or shape, too few samples or non-finite values.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must have a real floating-point dtype, got {t.dtype}")
+    if t.dim() == 1:
+        t = t.unsqueeze(-1)
+    elif t.dim() != 2:
+        raise ValueError(f"{name} must have shape (n, d) or (n,), got {tuple(t.shape)}")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature, got shape {tuple(t.shape)}")
+    if t.shape[0] < min_size:
+        raise ValueError(f"{name} needs at least {min_size} samples, got {t.shape[0]}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains non-finite values")
+    return t
 
 
 def as_call_args(data, kwargs, name):

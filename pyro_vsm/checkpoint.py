@@ -1,4 +1,4 @@
-"""Training checkpoints: model, guide, optimizer and loss state, step and RNG state.
+r"""Training checkpoints: model, guide, optimizer and loss state, step and RNG state.
 
 Checkpoints are plain dictionaries of tensors and Python scalars written with :func:`torch.save`
 and read with ``torch.load(weights_only=True)``, so loading never unpickles arbitrary objects.
@@ -21,11 +21,13 @@ _KEYS = {
 
 
 def save_checkpoint(path, *, config, step, model, guide, optim, loss=None):
-    """Writes a checkpoint atomically (a temporary file renamed over ``path``).
+    r"""Writes a checkpoint atomically (a temporary file renamed over ``path``).
 
+    :param str path: the file to write (its directory is created).
     :param dict config: JSON-like run configuration (data set, loss, architecture, optimizer).
     :param int step: number of ``svi.step`` calls taken.
-    :param model, guide: ``torch.nn.Module`` s (e.g. :class:`~pyro.nn.PyroModule`).
+    :param model: the model, a ``torch.nn.Module`` (e.g. a :class:`~pyro.nn.PyroModule`).
+    :param guide: the guide, a ``torch.nn.Module``.
     :param optim: the :class:`~pyro.optim.PyroOptim` used by SVI.
     :param loss: the loss; its ``state_dict()`` is saved when it has one (every pyro-vsm loss
         does: step counters, phases, rounds, best-round snapshots and owned modules).
@@ -50,8 +52,11 @@ def save_checkpoint(path, *, config, step, model, guide, optim, loss=None):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Reads a checkpoint with ``torch.load(weights_only=True)``.
+    r"""Reads a checkpoint with ``torch.load(weights_only=True)``.
 
+    :param str path: the checkpoint file.
+    :param map_location: as for :func:`torch.load`.
+    :returns: the checkpoint's dictionary (pass it to :func:`restore`).
     :raises FileNotFoundError: when ``path`` does not exist.
     :raises ValueError: when the file is not a readable pyro-vsm checkpoint.
     """
@@ -76,10 +81,17 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def restore(state, *, model, guide, optim, loss=None, rng=True):
-    """Loads a checkpoint's state into freshly built objects (and the RNG, with ``rng=True``).
+    r"""Loads a checkpoint's state into freshly built objects (and the RNG, with ``rng=True``).
 
     A loss that builds modules on its first call needs ``loss.prepare(model, guide, *args)``
     before this. A version-1 checkpoint restores only the loss's schedule (all that version held).
+
+    :param dict state: a checkpoint from :func:`load_checkpoint`.
+    :param model: the model, a ``torch.nn.Module``.
+    :param guide: the guide, a ``torch.nn.Module``.
+    :param optim: the :class:`~pyro.optim.PyroOptim` used by SVI.
+    :param loss: the loss whose state is restored (``None``: not restored).
+    :param bool rng: also restore torch's (and CUDA's) random number generator state.
     """
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])

@@ -89,27 +89,63 @@ def compare(args):
 
 
 # ---- train / evaluate --------------------------------------------------------------------
+def _processes(args):
+    r"""``--devices/--accelerator/--strategy`` against ``--device``: the plain path's device, or
+    ``None`` for Lightning (``--devices`` > 1)."""
+    if args.devices < 1:
+        raise ValueError(f"--devices must be at least 1, got {args.devices}")
+    wanted = {"cpu": "cpu", "gpu": "cuda"}.get(args.accelerator)
+    given = None if args.device == "auto" else _device(args.device).type
+    if wanted and given and wanted != given:
+        raise ValueError(f"--device {args.device} conflicts with --accelerator {args.accelerator}")
+    if args.devices == 1:
+        if args.strategy != "auto":
+            raise ValueError("--strategy ddp needs --devices 2 or more")
+        return _device(args.device if given or not wanted else wanted)
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ValueError("--device names one device; with --devices N use --accelerator gpu")
+    args.accelerator = {"cpu": "cpu", "cuda": "gpu"}.get(given, args.accelerator)
+    return None
+
+
+def _saved(config):
+    return {k: config[k] for k in (*CONFIG_KEYS, "image_shape", "devices") if k in config}
+
+
 def train(args):
     cli_options.check_paths(args)
-    device = _device(args.device)
+    device = _processes(args)
     path = os.path.join(args.out, "checkpoint.pt")
     state = None
     if args.resume:
         state = load_checkpoint(path)
         config = _complete({"steps": state["step"], **state["config"]})
+        if config.get("devices", 1) != args.devices:
+            raise ValueError(f"{path} was trained with --devices {config.get('devices', 1)}")
         print(f"resuming {config['loss']} on {config['dataset']} from step {state['step']}")
-        x_train, _ = _data(config, args, device)
+        x_train, _ = _data(config, args, device or "cpu")
     else:
         resolve_losses([args.loss], args.latent, args.model)
         values = {**vars(args), "loss": args.loss}
-        x_train, _ = _data(values, args, device)
+        x_train, _ = _data(values, args, device or "cpu")
         config = resolve_config(values, x_train)
+        if device is None:
+            config["devices"] = args.devices
     spec = get_objective(config["loss"])
-    with num_threads(1):  # building is cheap; the thread count is chosen for the steps below
+    with num_threads(1), pyro.settings.context(module_local_params=device is None):
         pyro.clear_param_store()
         pyro.set_rng_seed(config["seed"])
         built = spec.build(config, x_train)
-    steps = built.steps if args.steps is None or not args.resume else args.steps
+    resumed_to = None if args.steps is None else args.steps * built.steps_per_batch
+    steps = built.steps if resumed_to is None or not args.resume else resumed_to
+    if device is None:  # several processes: Lightning (the [lightning] extra)
+        from .lightning import train_command
+
+        args.steps = steps
+        with pyro.settings.context(module_local_params=True):
+            train_command(built.model, built.guide, built.loss, x_train, _saved(config), args)
+        print(f"trained {config['loss']} to step {steps}; checkpoint: {path}")
+        return built.model, built.guide
     start = 0
     if state is not None:
         prepare = getattr(built.loss, "prepare", None)  # builds modules a loss creates lazily
@@ -117,7 +153,7 @@ def train(args):
             prepare(built.model, built.guide, x_train[: config["batch_size"]])
         restore(state, model=built.model, guide=built.guide, optim=built.optim, loss=built.loss)
         start = state["step"]
-    saved = {k: config[k] for k in (*CONFIG_KEYS, "image_shape") if k in config}
+    saved = _saved(config)
 
     def checkpoint(step):
         if step % args.checkpoint_every == 0 or step == steps:
@@ -142,6 +178,7 @@ def train(args):
             progress=not args.quiet,
             desc=config["loss"],
             callback=checkpoint,
+            seed=config["seed"],
         )
     if start >= steps:
         print(f"checkpoint already at step {start} >= --steps {steps}; nothing to do")

@@ -305,6 +305,11 @@ def build_parser(objective_names):
         help="steps between checkpoints (default: %(default)s)",
     )
     p.add_argument(
+        "--devices", type=int, default=1, help="processes (>1: DDP via Lightning; default: 1)"
+    )
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--strategy", default="auto", choices=["auto", "ddp"], help="auto: per loss")
+    p.add_argument(
         "--out", default="results/train", help="folder of checkpoint.pt (default: %(default)s)"
     )
     p.add_argument(

@@ -4,7 +4,8 @@ __all__ = ["NonFiniteLossError", "ScoreObjectiveError"]
 
 
 class ScoreObjectiveError(ValueError):
-    r"""A model/guide pair, or data, that an objective cannot handle (the message names the site)."""
+    r"""A model/guide pair, or data, that an objective cannot handle (the message names the
+    site)."""
 
 
 class NonFiniteLossError(FloatingPointError):

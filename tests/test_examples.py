@@ -13,7 +13,14 @@ EXAMPLES = [
     ("libi.py", []),
     ("energy_prior_vae.py", ["--quiet"]),
     ("fisher_inference_optima.py", []),
+    ("mvl_variance.py", []),
+    ("mvl_cd1.py", []),
+    ("mvl_density.py", []),
     ("sphere_density.py", []),
+    ("density_ratio_linear.py", ["--quiet"]),
+    ("marginal_kl_digits.py", ["--quiet"]),
+    ("aae_posteriors.py", []),
+    ("hybrids_digits.py", []),
 ]
 
 

@@ -1,14 +1,12 @@
 """docs/tutorial.md runs top to bottom (with tiny settings), so the tutorial cannot rot."""
 
 import math
-import pathlib
-import re
 
 import pyro
 import pytest
 import torch
 
-TUTORIAL = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+from tests.tutorials import tutorial_script
 
 #: the tutorial's cost knobs, shrunk to smoke-test values
 SMOKE_SETTINGS = {
@@ -19,22 +17,6 @@ SMOKE_SETTINGS = {
 }
 
 FITS = ("ELBO", "M1 (KL)", "M1 (Fisher)")
-
-
-def _script():
-    """The tutorial's python blocks as one script, each block at its own line number in the
-    markdown file (so tracebacks point into docs/tutorial.md), with the smoke settings."""
-    text = TUTORIAL.read_text()
-    code, blocks = "", 0
-    for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
-        first_line = text.count("\n", 0, match.start(1))  # 0-based line of the block's code
-        code += "\n" * (first_line - code.count("\n")) + match.group(1)
-        blocks += 1
-    assert blocks >= 8, "the tutorial's python blocks were not found"
-    for name, value in SMOKE_SETTINGS.items():
-        code, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", code, flags=re.M)
-        assert count == 1, f"expected exactly one '{name} = ...' line in the tutorial"
-    return code
 
 
 def _assert_finite_per_point(estimates, num_points):
@@ -48,7 +30,7 @@ def _assert_finite_per_point(estimates, num_points):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_tutorial_runs(capsys):
     ns = {"__name__": "tutorial"}
-    exec(compile(_script(), str(TUTORIAL), "exec"), ns)
+    exec(tutorial_script("tutorial.md", SMOKE_SETTINGS, min_blocks=8), ns)
     out = capsys.readouterr().out
 
     n_test = ns["x_test"].shape[0]

@@ -18,13 +18,18 @@ other 1437 in the training set, in permuted order.
 * ``binarize=False, dequantize=False``: :math:`p` itself;
 * ``binarize=False, dequantize=True``: :math:`(\text{pixel} + u)/17` with
   :math:`u \sim U(0, 1)` drawn with ``default_rng(seed)``, i.e. uniform dequantisation of the 17
-  intensity levels onto :math:`(0, 1)` (Theis et al., 2016): a continuous density on
+  intensity levels onto :math:`(0, 1)` (Theis et al. [1]): a continuous density on
   :math:`(0, 1)^{64}` whose log-likelihoods bound those of the discrete data (Jensen):
   :math:`\log P(\text{pixels}) \ge \mathbb E_u[\log p(x)] - 64\log 17`.
 
 The noise is drawn for the whole set (train and test, in the original order) before the split,
 so a given ``seed`` gives the same value to an image whichever part it lands in. All arithmetic is
 float64 on the CPU; the result is converted to ``dtype``/``device`` at the end.
+
+References:
+
+[1] `A note on the evaluation of generative models`,
+    Lucas Theis, Aäron van den Oord, Matthias Bethge (2016)
 """
 
 import numpy as np
@@ -60,17 +65,20 @@ def load_digits(
     split_seed=0,
     return_labels=False,
 ):
-    """``(train, test)``: the 8×8 digits as ``(1437, 64)`` and ``(360, 64)`` tensors.
+    r"""``(train, test)``: the 8×8 digits as ``(1437, 64)`` and ``(360, 64)`` tensors.
 
     :param binarize: ``True``/``"threshold"`` (pixel/16 > 0.5), ``"stochastic"`` (Bernoulli
         with probability pixel/16, drawn with ``seed``) or ``False``.
     :param bool dequantize: with ``binarize=False``: ``(pixel + U(0,1)) / 17`` instead of
         ``pixel / 16``.
     :param int seed: seed of the binarisation / dequantisation noise.
+    :param torch.dtype dtype: dtype of the result.
+    :param torch.device device: device of the result.
     :param int num_test: size of the test set (``0 < num_test < 1797``).
     :param int split_seed: seed of the train/test permutation.
     :param bool return_labels: also return the digit classes, ``(train, test, y_train, y_test)``
         (int64 tensors on ``device``).
+    :raises ImportError: when scikit-learn is not installed.
     """
     if binarize is True:
         binarize = "threshold"

@@ -1,4 +1,4 @@
-r"""The synthetic data sets of LiBI (Yacoby, Pan & Doshi-Velez), deterministic given a seed.
+r"""The synthetic data sets of LiBI (Yacoby, Pan & Doshi-Velez [1]), deterministic given a seed.
 
 All four draw latent codes :math:`z \sim \mathcal N(0, I_2)` and observations
 :math:`x \mid z = f(z) + \epsilon` with Gaussian noise; the constants are those of Appendix E
@@ -29,6 +29,11 @@ codes, the generative parameters and the noise-free likelihood mean as a callabl
 ``numpy.random.default_rng(seed)`` in float64 on the CPU and converts at the end, as
 :func:`pyro_vsm.datasets.make_2d` does, so the values do not depend on the requested device and
 the float32 data are the float64 data rounded once.
+
+References:
+
+[1] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
+    Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
 """
 
 import math
@@ -69,7 +74,7 @@ MOBIUS_SIGMA2 = 1e-5
 
 @dataclass(frozen=True)
 class LiBIData:
-    """A LiBI synthetic data set with its ground truth.
+    r"""A LiBI synthetic data set with its ground truth.
 
     :ivar torch.Tensor x: ``(n, d_x)`` observations.
     :ivar torch.Tensor z: ``(n, 2)`` latent codes that generated ``x`` (draws from N(0, I)).
@@ -109,7 +114,7 @@ def _tensor(arr, dtype, device):
 
 
 def _sample_noise(rng, n, cov):
-    """``n`` draws of N(0, cov) for a diagonal ``cov`` (float64, shape (n, d))."""
+    r"""``n`` draws of N(0, cov) for a diagonal ``cov`` (float64, shape (n, d))."""
     return rng.normal(size=(n, cov.shape[0])) * np.sqrt(np.diag(cov))
 
 
@@ -177,6 +182,8 @@ def linear_jte(n, seed=0, *, A=None, B=None, sigma2=None, dtype=torch.float32, d
     :param B: optional ``(2, 2)`` diagonal override of :math:`B` with entries in
         :math:`[0, \sigma_\epsilon^2]` (the family of Section 1, Case 1, where :math:`\theta = B`).
     :param float sigma2: optional override of :math:`\sigma_\epsilon^2`.
+    :param torch.dtype dtype: dtype of the tensors.
+    :param torch.device device: device of the tensors.
     :returns: :class:`LiBIData` with ``x`` and ``z`` of shape ``(n, 2)`` and ``params`` with ``A``,
         ``B``, ``sigma2``, ``L`` (the lower Cholesky factor) and ``noise_cov``
         (:math:`\sigma_\epsilon^2 I - B`).
@@ -195,8 +202,17 @@ def cubic_jte(n, seed=0, *, A=None, B=None, sigma2=None, dtype=torch.float32, de
     Appendix E.2: the generative process of :func:`linear_jte` (same :math:`A`, :math:`B`,
     :math:`\sigma_\epsilon^2` and noise :math:`\mathcal N(0, \sigma_\epsilon^2 I - B)`) with the
     cube applied element-wise to the likelihood mean,
-    :math:`x \mid z = (\mathrm{Cholesky}(AA^\top + B) z)^3 + \epsilon`. Parameters and return
-    value as in :func:`linear_jte`.
+    :math:`x \mid z = (\mathrm{Cholesky}(AA^\top + B) z)^3 + \epsilon`.
+
+    :param int n: number of points.
+    :param int seed: the same seed gives the same data.
+    :param A: optional ``(2, 2)`` override of :math:`A`.
+    :param B: optional ``(2, 2)`` diagonal override of :math:`B` with entries in
+        :math:`[0, \sigma_\epsilon^2]`.
+    :param float sigma2: optional override of :math:`\sigma_\epsilon^2`.
+    :param torch.dtype dtype: dtype of the tensors.
+    :param torch.device device: device of the tensors.
+    :returns: :class:`LiBIData` as for :func:`linear_jte`.
     """
     x, z, params, mean_fn = _jte(n, seed, A, B, sigma2, True, dtype, device)
     desc = (
@@ -216,6 +232,10 @@ def gaussian(n, seed=0, *, dtype=torch.float32, device=None):
     :math:`\mathcal N(0, 0.000001)`; read as a per-coordinate variance, the paper's convention).
     Marginally :math:`x \sim \mathcal N(0, A^\top A + 10^{-6} I_4)`, a rank-2 Gaussian plus noise.
 
+    :param int n: number of points.
+    :param int seed: the same seed gives the same data.
+    :param torch.dtype dtype: dtype of the tensors.
+    :param torch.device device: device of the tensors.
     :returns: :class:`LiBIData` with ``x`` ``(n, 4)``, ``z`` ``(n, 2)`` and ``params`` with ``A``
         (``(2, 4)``), ``noise_var`` and ``noise_cov``.
     """
@@ -250,6 +270,13 @@ def mobius_transform(
     keeps the dtype and device of ``z``; the constants are ``[real, imaginary]`` pairs and default
     to those of Appendix E.4 (:math:`a = 1`, :math:`b = 1 + 4i`, :math:`c = 1`, :math:`d = 7 + 4i`).
     The transform has a pole at :math:`z = -d/c`.
+
+    :param torch.Tensor z: points ``[real, imaginary]``, shape ``(..., 2)``.
+    :param a: :math:`a` as ``[real, imaginary]``.
+    :param b: :math:`b` as ``[real, imaginary]``.
+    :param c: :math:`c` as ``[real, imaginary]``.
+    :param d: :math:`d` as ``[real, imaginary]``.
+    :returns: :math:`m(z)` as ``[real, imaginary]``, shape ``(..., 2)``.
     """
     if not isinstance(z, torch.Tensor) or z.shape[-1:] != (2,):
         raise ValueError(f"z must be a tensor of shape (..., 2), got {getattr(z, 'shape', z)!r}")
@@ -289,6 +316,10 @@ def mobius(n, seed=0, *, dtype=torch.float32, device=None):
     decoder the ground-truth architecture) can fit its network to ``mean_fn`` on draws from
     :math:`p(z)`.
 
+    :param int n: number of points.
+    :param int seed: the same seed gives the same data.
+    :param torch.dtype dtype: dtype of the tensors.
+    :param torch.device device: device of the tensors.
     :returns: :class:`LiBIData` with ``x`` and ``z`` of shape ``(n, 2)`` and ``params`` with
         ``a``, ``b``, ``c``, ``d`` (``[real, imaginary]`` tensors), ``sigma2`` and ``noise_cov``.
     """

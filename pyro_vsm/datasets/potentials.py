@@ -1,8 +1,7 @@
-r"""The four 2-D potentials of Rezende & Mohamed (2015) and exact samples from them.
+r"""The four 2-D potentials of Rezende & Mohamed [1] and exact samples from them.
 
-Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015, Table 1 (Figure
-3(a) plots :math:`e^{-U(z)}` on :math:`[-4, 4]^2`). With :math:`z = (z_1, z_2)` and
-:math:`\sigma(x) = 1/(1 + e^{-x})`:
+Table 1 of [1] (Figure 3(a) plots :math:`e^{-U(z)}` on :math:`[-4, 4]^2`). With
+:math:`z = (z_1, z_2)` and :math:`\sigma(x) = 1/(1 + e^{-x})`:
 
 .. math::
 
@@ -51,6 +50,11 @@ global random state) in float64 on the CPU and are converted to ``dtype``/``devi
 :func:`potential_log_partition` gives :math:`\log Z` by midpoint quadrature on the box (for the
 true negative log-likelihood :math:`\mathbb E_p[U] + \log Z` of a data set, a reference value for
 density estimates) and :func:`potential_log_prob` the normalised log-density.
+
+References:
+
+[1] `Variational Inference with Normalizing Flows`,
+    Danilo Jimenez Rezende, Shakir Mohamed (2015)
 """
 
 import functools
@@ -89,7 +93,7 @@ def _w3(z):
 
 
 def _neg_log_two_bumps(a, b):
-    """:math:`-\\ln(e^{-a^2/2} + e^{-b^2/2})`."""
+    r""":math:`-\ln(e^{-a^2/2} + e^{-b^2/2})`."""
     return -torch.logaddexp(-0.5 * a**2, -0.5 * b**2)
 
 
@@ -103,27 +107,39 @@ def _check(z):
 
 
 def u1(z):
-    """:math:`U_1` (ring with two lobes), shape ``z.shape[:-1]``."""
+    r""":math:`U_1` (ring with two lobes), shape ``z.shape[:-1]``.
+
+    :param torch.Tensor z: points, shape ``(..., 2)``.
+    """
     z = _check(z)
     ring = 0.5 * ((torch.linalg.vector_norm(z, dim=-1) - 2) / 0.4) ** 2
     return ring + _neg_log_two_bumps((z[..., 0] - 2) / 0.6, (z[..., 0] + 2) / 0.6)
 
 
 def u2(z):
-    """:math:`U_2` (sine band), shape ``z.shape[:-1]``."""
+    r""":math:`U_2` (sine band), shape ``z.shape[:-1]``.
+
+    :param torch.Tensor z: points, shape ``(..., 2)``.
+    """
     z = _check(z)
     return 0.5 * ((z[..., 1] - _w1(z)) / 0.4) ** 2
 
 
 def u3(z):
-    """:math:`U_3` (sine band splitting around :math:`z_1 = 1`), shape ``z.shape[:-1]``."""
+    r""":math:`U_3` (sine band splitting around :math:`z_1 = 1`), shape ``z.shape[:-1]``.
+
+    :param torch.Tensor z: points, shape ``(..., 2)``.
+    """
     z = _check(z)
     r = z[..., 1] - _w1(z)
     return _neg_log_two_bumps(r / 0.35, (r + _w2(z)) / 0.35)
 
 
 def u4(z):
-    """:math:`U_4` (sine band with a sigmoid-shifted copy), shape ``z.shape[:-1]``."""
+    r""":math:`U_4` (sine band with a sigmoid-shifted copy), shape ``z.shape[:-1]``.
+
+    :param torch.Tensor z: points, shape ``(..., 2)``.
+    """
     z = _check(z)
     r = z[..., 1] - _w1(z)
     return _neg_log_two_bumps(r / 0.4, (r + _w3(z)) / 0.35)
@@ -149,13 +165,16 @@ def _name(name):
 
 
 def make_potential(name, n, seed=0, dtype=torch.float32, device=None):
-    """``n`` i.i.d. draws from :math:`p(z) \\propto e^{-U(z)}` on :math:`[-4, 4]^2`, ``(n, 2)``.
+    r"""``n`` i.i.d. draws from :math:`p(z) \propto e^{-U(z)}` on :math:`[-4, 4]^2`, ``(n, 2)``.
 
-    Exact rejection sampling from the uniform distribution on the box (module docstring).
+    Exact rejection sampling from the uniform distribution on the box (see
+    :mod:`pyro_vsm.datasets.potentials`).
 
     :param str name: ``"u1"``, ``"u2"``, ``"u3"`` or ``"u4"``.
     :param int n: number of points.
     :param int seed: the same seed gives the same points.
+    :param torch.dtype dtype: dtype of the result.
+    :param torch.device device: device of the result.
     """
     key = _name(name)
     n = int(n)
@@ -188,9 +207,13 @@ def _grid(num_grid):
 
 @functools.lru_cache(maxsize=32)
 def potential_log_partition(name, num_grid=2000):
-    """:math:`\\log Z = \\log\\int_{[-4,4]^2} e^{-U(z)}dz` by the midpoint rule on a
+    r""":math:`\log Z = \log\int_{[-4,4]^2} e^{-U(z)}dz` by the midpoint rule on a
     ``num_grid`` × ``num_grid`` grid (float64; with the default the relative error is far below
     :math:`10^{-6}`).
+
+    :param str name: ``"u1"``, ``"u2"``, ``"u3"`` or ``"u4"``.
+    :param int num_grid: the number of grid cells per coordinate.
+    :returns: :math:`\log Z`, a Python float (cached per ``(name, num_grid)``).
     """
     key = _name(name)
     z, h = _grid(int(num_grid))
@@ -199,7 +222,11 @@ def potential_log_partition(name, num_grid=2000):
 
 
 def potential_log_prob(name, z):
-    """Normalised :math:`\\log p(z) = -U(z) - \\log Z` (``-inf`` outside the box)."""
+    r"""Normalised :math:`\log p(z) = -U(z) - \log Z` (``-inf`` outside the box).
+
+    :param str name: ``"u1"``, ``"u2"``, ``"u3"`` or ``"u4"``.
+    :param torch.Tensor z: points, shape ``(..., 2)``.
+    """
     key = _name(name)
     z = _check(z)
     log_p = -POTENTIALS[key](z) - potential_log_partition(key)

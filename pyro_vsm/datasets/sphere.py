@@ -1,5 +1,5 @@
 r"""Mixtures of von Mises--Fisher distributions on :math:`S^1` and :math:`S^2`: the density
-estimation targets of Wang et al. (2020), Section 6.1.2 and Appendix E.1.3, as defined in the
+estimation targets of Wang et al. [1], Section 6.1.2 and Appendix E.1.3, as defined in the
 reference implementation.
 
 * ``"s1"`` (on the circle, points in :math:`\mathbb R^2`):
@@ -10,14 +10,14 @@ reference implementation.
 * ``"s2"`` (on the sphere, points in :math:`\mathbb R^3`): the reference code's four components
   (drawn there with seed 23), with the directions normalised after rounding to three decimals:
 
-  ====================== ============ ========
-  direction              concentration weight
-  ====================== ============ ========
-  (0.651, 0.025, -0.759) 5.567        0.075
-  (0.600, 0.444, -0.665) 7.096        0.072
-  (-0.206, -0.638, -0.742) 6.612      0.537
-  (0.920, -0.180, 0.348) 2.147        0.316
-  ====================== ============ ========
+  ======================== ============= ======
+  direction                concentration weight
+  ======================== ============= ======
+  (0.651, 0.025, -0.759)   5.567         0.075
+  (0.600, 0.444, -0.665)   7.096         0.072
+  (-0.206, -0.638, -0.742) 6.612         0.537
+  (0.920, -0.180, 0.348)   2.147         0.316
+  ======================== ============= ======
 
 :func:`make_sphere` draws i.i.d. points (exactly, with SciPy's ``vonmises_fisher`` and
 ``numpy.random.default_rng(seed)``, in float64 on the CPU, converted at the end, like
@@ -80,6 +80,8 @@ def sphere_target(name, dtype=torch.float64, device=None):
     uses the components' rejection sampler).
 
     :param str name: ``"s1"`` or ``"s2"``.
+    :param torch.dtype dtype: dtype of the parameters.
+    :param torch.device device: device of the parameters.
     """
     weights, locs, conc = _spec(name)
     as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
@@ -91,7 +93,11 @@ def sphere_target(name, dtype=torch.float64, device=None):
 
 def sphere_log_prob(name, x):
     r"""Exact log-density of the named target at points ``x`` of shape ``(..., p)``, with
-    respect to the surface measure (in ``x``'s dtype and on its device)."""
+    respect to the surface measure (in ``x``'s dtype and on its device).
+
+    :param str name: ``"s1"`` or ``"s2"``.
+    :param torch.Tensor x: points on the sphere.
+    """
     x = torch.as_tensor(x)
     return sphere_target(name, dtype=x.dtype, device=x.device).log_prob(x)
 
@@ -102,6 +108,8 @@ def make_sphere(name, num_samples, seed=0, dtype=torch.float32, device=None):
     :param str name: ``"s1"`` (:math:`p = 2`) or ``"s2"`` (:math:`p = 3`).
     :param int num_samples: number of points.
     :param int seed: the same seed gives the same points.
+    :param torch.dtype dtype: dtype of the result.
+    :param torch.device device: device of the result.
     """
     from scipy.stats import vonmises_fisher
 

@@ -4,11 +4,16 @@ r"""Synthetic 2-D data sets, deterministic given a seed.
 the call: no global random state is read or changed) in float64 on the CPU and converts to the
 requested ``dtype``/``device`` at the end, so the values do not depend on the device and the
 float32 data are the float64 data rounded once. All sets are centred near the origin with
-per-coordinate standard deviations between about 0.5 and 1.6.
+per-coordinate standard deviations between about 0.5 and 1.6, except the sets of minimum velocity
+learning, kept at their paper's scale (:mod:`pyro_vsm.datasets.mvl`).
 
 Standard toy sets: ``banana``, ``rings``, ``8gaussians``, ``checkerboard``, ``2spirals``.
 
-Sets of *Variational score matching failure* (Section 5.1, Figure 3, Appendix B.1, Figures 6--7).
+Sets of *A Wasserstein minimum velocity approach* (:mod:`pyro_vsm.datasets.mvl`): ``mvl-banana``,
+``cosine``.
+
+Sets of *On the failure of variational score matching for VAE models* [1] (Section 5.1,
+Figure 3, Appendix B.1, Figures 6--7).
 The paper names only one of its "five synthetic datasets" (the "star dataset" of Figure 6) and
 gives no formulas; the definitions below follow the data classes in the authors' reference code,
 github.com/kevin-w-li/LatentScoreMatching, ``run_bilevel_toy.py`` (commit ``cbdab3d``: classes
@@ -43,12 +48,19 @@ not copied.
 The other three of the paper's five sets (Figure 7) are not named in the paper and not defined in
 the published reference code, so they are not provided; whether any of the standard sets above is
 one of them is unknown.
+
+References:
+
+[1] `On the failure of variational score matching for VAE models`,
+    Li K. Wenliang (2022)
 """
 
 import math
 
 import numpy as np
 import torch
+
+from .mvl import MVL_DATASETS_2D
 
 
 def _banana(rng, n):
@@ -113,6 +125,7 @@ DATASETS_2D = {
     "2spirals": _two_spirals,
     "star": _star,
     "mixture": _mixture,
+    **MVL_DATASETS_2D,
 }
 
 # Other accepted names: the reference code calls ``star`` "sparse".
@@ -120,10 +133,13 @@ _ALIASES_2D = {"sparse": "star"}
 
 
 def make_2d(name, num_samples, seed=0, dtype=torch.float32, device=None):
-    """``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
+    r"""``num_samples`` points of the named 2-D data set, as a ``(num_samples, 2)`` tensor.
 
     :param str name: one of :data:`DATASETS_2D` (or ``"sparse"``, another name for ``"star"``).
+    :param int num_samples: number of points.
     :param int seed: the same seed gives the same points.
+    :param torch.dtype dtype: dtype of the result.
+    :param torch.device device: device of the result.
     """
     name = _ALIASES_2D.get(name, name)
     if name not in DATASETS_2D:

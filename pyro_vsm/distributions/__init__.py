@@ -1,4 +1,4 @@
-"""Distributions for energy-based priors.
+r"""Distributions for energy-based priors.
 
 * :class:`EnergyDistribution`: an unnormalized :math:`e^{-E(z)}` (optionally times a normalised
   base density) usable as a Pyro sample site (``is_normalized = False``);

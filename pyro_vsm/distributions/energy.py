@@ -1,13 +1,18 @@
-"""An unnormalized distribution :math:`p(z) \\propto e^{-E(z)}` usable as a Pyro sample site.
+r"""An unnormalized distribution :math:`p(z) \propto e^{-E(z)}` usable as a Pyro sample site.
 
 Under ELBO-style losses the latent of a prior site is replayed from the guide, so the model only
 needs ``log_prob``; ``sample`` is never called. :class:`EnergyDistribution` therefore returns the
 *unnormalized* log-density :math:`-E(z)` (plus a normalised base log-density for an
 exponentially tilted base) and says so through :attr:`EnergyDistribution.is_normalized`. With it,
-``Trace_ELBO`` computes the analogous lower bound :math:`\\mathbb E_q[\\log p(x|z) - E(z) -
-\\log q(z|x)] = \\mathrm{ELBO} + \\log Z` ("Variational inference with unnormalized priors",
-Section 2.3), which has the right gradients for the guide and the decoder but **not** for the
-energy's parameters (:math:`\\log Z` depends on them); those need their own objective.
+``Trace_ELBO`` computes the analogous lower bound :math:`\mathbb E_q[\log p(x|z) - E(z) -
+\log q(z|x)] = \mathrm{ELBO} + \log Z` (Section 2.3 of [1]), which has the right gradients for
+the guide and the decoder but **not** for the energy's parameters (:math:`\log Z` depends on
+them); those need their own objective.
+
+References:
+
+[1] `Variational Inference with Unnormalized Priors`,
+    anonymous authors (under double-blind review)
 """
 
 import torch
@@ -18,15 +23,15 @@ __all__ = ["EnergyDistribution"]
 
 
 class EnergyDistribution(TorchDistribution):
-    """Unnormalized distribution :math:`\\tilde p(z) = e^{-E(z)}\\, b(z)` on
-    :math:`\\mathbb{R}^{\\text{event_shape}}`.
+    r"""Unnormalized distribution :math:`\tilde p(z) = e^{-E(z)}\, b(z)` on
+    :math:`\mathbb{R}^{\text{event_shape}}`.
 
-    ``log_prob(z)`` is :math:`-E(z)`, or :math:`-E(z) + \\log b(z)` when a normalised ``base``
-    distribution :math:`b` is given (an exponentially tilted base, as in Pang et al. 2020). The
-    normalising constant :math:`Z = \\int e^{-E(z)} b(z)\\,dz` is left out: the class attribute
+    ``log_prob(z)`` is :math:`-E(z)`, or :math:`-E(z) + \log b(z)` when a normalised ``base``
+    distribution :math:`b` is given (an exponentially tilted base, as in Pang et al. [1]). The
+    normalising constant :math:`Z = \int e^{-E(z)} b(z)\,dz` is left out: the class attribute
     :attr:`is_normalized` is ``False`` so that losses and evaluators can recognise the site, and
-    :meth:`log_partition` / :meth:`normalized_log_prob` give :math:`\\log Z` and
-    :math:`\\log p(z)` where the energy knows its partition function exactly (otherwise use
+    :meth:`log_partition` / :meth:`normalized_log_prob` give :math:`\log Z` and
+    :math:`\log p(z)` where the energy knows its partition function exactly (otherwise use
     :func:`pyro_vsm.evaluation.log_partition`, e.g. by AIS).
 
     The batch shape is ``()`` (or the base's batch shape) and :meth:`expand` gives any batch
@@ -51,16 +56,21 @@ class EnergyDistribution(TorchDistribution):
         ``base.event_shape``) when not given.
     :param validate_args: as for torch distributions.
     :param support: optional constraint declaring where ``z`` lives (default: all of
-        :math:`\\mathbb{R}^{\\text{event_shape}}`), e.g. ``constraints.sphere`` for an energy on
+        :math:`\mathbb{R}^{\text{event_shape}}`), e.g. ``constraints.sphere`` for an energy on
         the unit sphere (``log_prob`` is then an unnormalized density with respect to the surface
         measure, and losses such as minimum-velocity learning treat the site as spherical). A
         constraint with fewer event dims than ``event_shape`` is made ``independent`` over the
         rest.
+
+    References:
+
+    [1] `Learning Latent Space Energy-Based Prior Model`,
+        Bo Pang, Tian Han, Erik Nijkamp, Song-Chun Zhu, Ying Nian Wu (2020)
     """
 
     arg_constraints = {}
     has_rsample = False
-    #: ``log_prob`` omits the normalising constant :math:`\\log Z`.
+    #: ``log_prob`` omits the normalising constant :math:`\log Z`.
     is_normalized = False
 
     def __init__(
@@ -114,6 +124,7 @@ class EnergyDistribution(TorchDistribution):
 
     @property
     def support(self):
+        r"""The constraint given as ``support``, else the real vectors of ``event_shape``."""
         if self._support is not None:
             return self._support
         if not self.event_shape:
@@ -121,6 +132,11 @@ class EnergyDistribution(TorchDistribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     def expand(self, batch_shape, _instance=None):
+        r"""The same distribution with a larger batch shape (the energy is shared).
+
+        :param batch_shape: the new batch shape; it must extend the current one.
+        :raises ValueError: when the current batch shape does not broadcast to ``batch_shape``.
+        """
         batch_shape = torch.Size(batch_shape)
         try:
             broadcast = torch.broadcast_shapes(self.batch_shape, batch_shape)
@@ -165,8 +181,11 @@ class EnergyDistribution(TorchDistribution):
         return e
 
     def potential(self, value):
-        """:math:`U(z) = E(z) - \\log b(z) = -\\log\\tilde p(z)` without broadcasting to the batch
-        shape: the energy a sampler targets (equal to ``energy(z)`` without a base)."""
+        r""":math:`U(z) = E(z) - \log b(z) = -\log\tilde p(z)` without broadcasting to the batch
+        shape: the energy a sampler targets (equal to ``energy(z)`` without a base).
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        """
         self._check_value(value)
         u = self._energy(value)
         if self.base is not None:
@@ -174,8 +193,11 @@ class EnergyDistribution(TorchDistribution):
         return u
 
     def log_prob(self, value):
-        """Unnormalized :math:`\\log\\tilde p(z) = -E(z)\\ (+ \\log b(z))`, shape
-        ``broadcast(value.shape[:-event_dim], batch_shape)``."""
+        r"""Unnormalized :math:`\log\tilde p(z) = -E(z)\ (+ \log b(z))`, shape
+        ``broadcast(value.shape[:-event_dim], batch_shape)``.
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        """
         self._check_value(value)
         if self._validate_args:
             self._validate_sample(value)
@@ -185,8 +207,9 @@ class EnergyDistribution(TorchDistribution):
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
     def sample(self, sample_shape=()):
-        """Draws with the configured ``sampler`` (detached: ``has_rsample`` is ``False``).
+        r"""Draws with the configured ``sampler`` (detached: ``has_rsample`` is ``False``).
 
+        :param sample_shape: the shape of the batch of draws.
         :raises NotImplementedError: when no ``sampler`` was given.
         """
         shape = self._extended_shape(torch.Size(sample_shape))
@@ -204,7 +227,7 @@ class EnergyDistribution(TorchDistribution):
         return z.detach()
 
     def log_partition(self):
-        """:math:`\\log Z` from ``energy.log_partition()`` (exact energies, no base).
+        r""":math:`\log Z` from ``energy.log_partition()`` (exact energies, no base).
 
         :raises NotImplementedError: when the energy has no exact log-partition function or a
             base distribution is used; then estimate it with
@@ -225,8 +248,13 @@ class EnergyDistribution(TorchDistribution):
         return exact()
 
     def normalized_log_prob(self, value, log_partition=None):
-        """:math:`\\log p(z) = \\log\\tilde p(z) - \\log Z`, with :math:`\\log Z` given (e.g. an
-        AIS estimate) or from :meth:`log_partition`."""
+        r""":math:`\log p(z) = \log\tilde p(z) - \log Z`, with :math:`\log Z` given (e.g. an
+        AIS estimate) or from :meth:`log_partition`.
+
+        :param torch.Tensor value: points ``z`` of shape ``(..., *event_shape)``.
+        :param log_partition: :math:`\log Z` (a number or tensor); ``None`` for
+            :meth:`log_partition`.
+        """
         if log_partition is None:
             log_partition = self.log_partition()
         return self.log_prob(value) - log_partition

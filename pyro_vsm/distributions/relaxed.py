@@ -34,10 +34,10 @@ class LogitRelaxedBernoulli(_TorchLogitRelaxedBernoulli, TorchDistributionMixin)
     References:
 
     [1] `The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables`,
-        C. J. Maddison, A. Mnih, Y. W. Teh (2017)
+        Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
 
     [2] `Categorical Reparameterization with Gumbel-Softmax`,
-        E. Jang, S. Gu, B. Poole (2017)
+        Eric Jang, Shixiang Gu, Ben Poole (2017)
     """
 
     has_rsample = True  # torch's class draws by rsample but does not declare it

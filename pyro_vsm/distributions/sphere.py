@@ -31,7 +31,7 @@ E[\mu^\top x]` (:func:`pyro_vsm.ops.bessel_iv_ratio`). Hence ``mean`` :math:`= A
 ``entropy`` :math:`= -\log C_p - \kappa A_p`, and
 :math:`\mathrm{KL}(\mathrm{vMF}\,\|\,\mathrm{Unif}) = \log C_p + \kappa A_p + \log|S^{p-1}|`.
 
-**Sampling** (Wood 1994): the component :math:`w = \mu^\top x` is drawn by rejection from the
+**Sampling** (Wood [1]): the component :math:`w = \mu^\top x` is drawn by rejection from the
 proposal :math:`w = h(\varepsilon, \kappa) = \frac{1 - (1+b)\varepsilon}{1 - (1-b)\varepsilon}`,
 :math:`\varepsilon \sim \mathrm{Beta}(\frac{p-1}2, \frac{p-1}2)`, :math:`b = \frac{p -
 1}{2\kappa + \sqrt{4\kappa^2 + (p-1)^2}}`; then :math:`x = w\mu + \sqrt{1 - w^2}\,v` with
@@ -40,18 +40,18 @@ proposal :math:`w = h(\varepsilon, \kappa) = \frac{1 - (1+b)\varepsilon}{1 - (1-
 accepted (one host synchronisation per round; the acceptance rate is high, above 0.5 for all
 :math:`p` and :math:`\kappa`, so a handful of rounds).
 
-**Gradients** (Naesseth et al. 2017; Davidson et al. 2018). :meth:`VonMisesFisher.rsample` is
-differentiable in ``loc`` and ``concentration`` through :math:`x = T_\mu(h(\varepsilon,
-\kappa), v)` with the accepted :math:`\varepsilon` held fixed. That pathwise term
-:math:`g_{\mathrm{rep}}` alone is **biased** for :math:`\kappa`: the accepted
-:math:`\varepsilon` has density :math:`\pi(\varepsilon; \kappa) = s(\varepsilon)\,q(h(\varepsilon,
-\kappa); \kappa)/r(h(\varepsilon, \kappa); \kappa)` (:math:`q` the density of :math:`w`,
-:math:`r` the proposal's), which depends on :math:`\kappa`. The exact gradient adds the score
-term :math:`g_{\mathrm{cor}} = \mathbb E[f(x)\,\nabla_\kappa\log\frac{q(h(\varepsilon,
-\kappa);\kappa)}{r(h(\varepsilon,\kappa);\kappa)}]`. :meth:`VonMisesFisher.score_parts` returns
-that log-ratio as its ``score_function`` for the last value drawn by :meth:`rsample`, so Pyro's
-``Trace_ELBO`` (and every ELBO that uses score parts) adds :math:`g_{\mathrm{cor}}` by itself,
-as for Pyro's own ``Rejector``. In plain torch use the surrogate
+**Gradients** (Naesseth et al. [2]; Davidson et al. [3]). :meth:`VonMisesFisher.rsample` is
+differentiable in ``loc`` and ``concentration`` through :math:`x = T_\mu(h(\varepsilon, \kappa), v)`
+with the accepted :math:`\varepsilon` held fixed. That pathwise term :math:`g_{\mathrm{rep}}` alone
+is **biased** for :math:`\kappa`: the accepted :math:`\varepsilon` has density
+:math:`\pi(\varepsilon; \kappa) = s(\varepsilon)\,q(h(\varepsilon, \kappa); \kappa)/r(h(\varepsilon,
+\kappa); \kappa)` (:math:`q` the density of :math:`w`, :math:`r` the proposal's), which depends on
+:math:`\kappa`. The exact gradient adds the score term :math:`g_{\mathrm{cor}} = \mathbb
+E[f(x)\,\nabla_\kappa\log\frac{q(h(\varepsilon, \kappa);\kappa)}{r(h(\varepsilon,\kappa);\kappa)}]`.
+:meth:`VonMisesFisher.score_parts` returns that log-ratio as its ``score_function`` for the last
+value drawn by :meth:`VonMisesFisher.rsample`, so Pyro's ``Trace_ELBO`` (and every ELBO that uses
+score parts) adds :math:`g_{\mathrm{cor}}` by itself, as for Pyro's own ``Rejector``. In plain torch
+use the surrogate
 
 .. code-block:: python
 
@@ -65,8 +65,10 @@ References:
 
 [1] `Simulation of the von Mises Fisher distribution`,
     Andrew T. A. Wood (1994)
+
 [2] `Reparameterization Gradients through Acceptance-Rejection Sampling Algorithms`,
     Christian A. Naesseth, Francisco J. R. Ruiz, Scott W. Linderman, David M. Blei (2017)
+
 [3] `Hyperspherical Variational Auto-Encoders`,
     Tim R. Davidson, Luca Falorsi, Nicola De Cao, Thomas Kipf, Jakub M. Tomczak (2018)
 """
@@ -95,6 +97,7 @@ def vmf_log_normalizer(p, concentration):
 
     :param int p: the ambient dimension :math:`p \ge 2`.
     :param torch.Tensor concentration: :math:`\kappa \ge 0`, any shape.
+    :returns: :math:`\log C_p(\kappa)`, the shape of ``concentration``.
     """
     return -log_bessel_iv_div_pow(0.5 * p - 1, concentration) - 0.5 * p * math.log(2 * math.pi)
 
@@ -138,6 +141,10 @@ class HypersphericalUniform(TorchDistribution):
         return self._dim
 
     def expand(self, batch_shape, _instance=None):
+        r"""The same distribution with batch shape ``batch_shape``.
+
+        :param batch_shape: the new batch shape.
+        """
         new = self._get_checked_instance(HypersphericalUniform, _instance)
         new._dim, new._dtype, new._device = self._dim, self._dtype, self._device
         super(HypersphericalUniform, new).__init__(
@@ -147,11 +154,20 @@ class HypersphericalUniform(TorchDistribution):
         return new
 
     def rsample(self, sample_shape=()):
+        r"""Uniform points: normalised standard Gaussians.
+
+        :param sample_shape: the shape of the batch of draws.
+        :returns: points of shape ``sample_shape + batch_shape + (dim + 1,)``.
+        """
         shape = self._extended_shape(torch.Size(sample_shape))
         g = torch.randn(shape, dtype=self._dtype, device=self._device)
         return g / torch.linalg.vector_norm(g, dim=-1, keepdim=True)
 
     def log_prob(self, value):
+        r""":math:`-\log|S^{\text{dim}}|` for every point.
+
+        :param torch.Tensor value: points on the sphere, shape ``(..., dim + 1)``.
+        """
         if self._validate_args:
             self._validate_sample(value)
         shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
@@ -160,12 +176,14 @@ class HypersphericalUniform(TorchDistribution):
         )
 
     def entropy(self):
+        r""":math:`\log|S^{\text{dim}}|`, shape ``batch_shape``."""
         return torch.full(
             self.batch_shape, log_sphere_area(self._dim), dtype=self._dtype, device=self._device
         )
 
     @property
     def mean(self):
+        r"""Zeros, shape ``batch_shape + (dim + 1,)``."""
         return torch.zeros(
             self.batch_shape + self.event_shape, dtype=self._dtype, device=self._device
         )
@@ -173,7 +191,8 @@ class HypersphericalUniform(TorchDistribution):
 
 class VonMisesFisher(TorchDistribution):
     r"""The von Mises--Fisher distribution :math:`C_p(\kappa)\,e^{\kappa\mu^\top x}` on
-    :math:`S^{p-1}`, for any :math:`p \ge 2` (module docstring: normaliser, sampler, gradients).
+    :math:`S^{p-1}`, for any :math:`p \ge 2` (see :mod:`pyro_vsm.distributions.sphere` for the
+    normaliser, the sampler and the gradients).
 
     :param torch.Tensor loc: mean direction :math:`\mu`, unit vectors of shape ``(..., p)``.
     :param concentration: :math:`\kappa \ge 0`, a tensor broadcastable with
@@ -210,6 +229,10 @@ class VonMisesFisher(TorchDistribution):
         super().__init__(batch_shape, torch.Size([p]), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        r"""The same distribution with batch shape ``batch_shape`` (parameters expanded).
+
+        :param batch_shape: the new batch shape.
+        """
         new = self._get_checked_instance(VonMisesFisher, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + (self._p,))
@@ -227,6 +250,7 @@ class VonMisesFisher(TorchDistribution):
 
     @property
     def mean(self):
+        r""":math:`A_p(\kappa)\,\mu`, shape ``batch_shape + (p,)``."""
         return self.mean_resultant_length.unsqueeze(-1) * self.loc
 
     def log_normalizer(self):
@@ -234,11 +258,16 @@ class VonMisesFisher(TorchDistribution):
         return vmf_log_normalizer(self._p, self.concentration)
 
     def log_prob(self, value):
+        r""":math:`\log C_p(\kappa) + \kappa\mu^\top x`.
+
+        :param torch.Tensor value: points :math:`x` on the sphere, shape ``(..., p)``.
+        """
         if self._validate_args:
             self._validate_sample(value)
         return self.log_normalizer() + self.concentration * (self.loc * value).sum(-1)
 
     def entropy(self):
+        r""":math:`-\log C_p(\kappa) - \kappa A_p(\kappa)`, shape ``batch_shape``."""
         return -self.log_normalizer() - self.concentration * self.mean_resultant_length
 
     # ---- sampling -------------------------------------------------------------------------
@@ -289,6 +318,14 @@ class VonMisesFisher(TorchDistribution):
         return -sign * reflected
 
     def rsample(self, sample_shape=()):
+        r"""Reparametrised draws by Wood's rejection sampler (see
+        :mod:`pyro_vsm.distributions.sphere`); differentiable in ``loc`` and ``concentration``
+        with the accepted proposals held fixed. The last draw is remembered for
+        :meth:`score_parts`.
+
+        :param sample_shape: the shape of the batch of draws.
+        :returns: points of shape ``sample_shape + batch_shape + (p,)``.
+        """
         shape = self._extended_shape(torch.Size(sample_shape))
         m = self._p - 1
         kappa = self.concentration
@@ -324,7 +361,10 @@ class VonMisesFisher(TorchDistribution):
     def score_parts(self, value):
         r"""Pyro's score parts: the reparametrised ``log_prob`` (pathwise and entropy terms) and,
         for the last value drawn by :meth:`rsample`, the score term of the rejection sampler
-        (module docstring); ``0`` for any other value."""
+        (see :mod:`pyro_vsm.distributions.sphere`); ``0`` for any other value.
+
+        :param torch.Tensor value: points on the sphere, shape ``(..., p)``.
+        """
         log_prob = self.log_prob(value)
         score = 0
         if self._cache is not None and value is self._cache[0]:

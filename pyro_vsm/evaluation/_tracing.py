@@ -1,4 +1,4 @@
-"""Per-data-point traces of a model (and guide) for the evaluators.
+r"""Per-data-point traces of a model (and guide) for the evaluators.
 
 Pyro's :func:`~pyro.infer.importance.vectorized_importance_weights` sums every site over all its
 plates, which gives one joint weight for the whole batch. The evaluators here need one weight per
@@ -39,7 +39,18 @@ EVAL_PLATE = "_pyro_vsm_eval_samples"
 
 @dataclass
 class ModelInfo:
-    """What :func:`inspect_model` learned from one run of the model (and guide)."""
+    r"""What :func:`inspect_model` learned from one run of the model (and guide).
+
+    :param list latents: latent site names, in model order.
+    :param list observed: observed site names.
+    :param str data_plate: the plate of the data points (``None``: the batch is one point).
+    :param int data_dim: the data plate's (negative) batch dim, or ``None``.
+    :param int num_points: the number ``N`` of data points.
+    :param int max_plate_nesting: the plate nesting of model and guide.
+    :param dict subsample: ``{plate name: subsample indices}``, held fixed in later runs.
+    :param dict supports: ``{latent name: support}`` of the model's prior.
+    :param dict event_dims: ``{latent name: event dim}``.
+    """
 
     latents: list  # latent site names, in model order
     observed: list  # observed site names
@@ -165,10 +176,20 @@ def inspect_model(
 def run_vectorized(
     fn, num_samples, info, args, kwargs, condition=None, replay_trace=None, inflate=1.0
 ):
-    """Traces ``fn`` with ``num_samples`` draws in an evaluation plate left of every model plate.
+    r"""Traces ``fn`` with ``num_samples`` draws in an evaluation plate left of every model plate.
 
     ``condition`` fixes site values (latents, and the plates' subsample indices are always
     fixed); ``replay_trace`` replays a guide trace instead. Returns the trace.
+
+    :param fn: the model or guide.
+    :param int num_samples: the size ``S`` of the evaluation plate.
+    :param ModelInfo info: from :func:`inspect_model`.
+    :param tuple args: positional arguments of ``fn``.
+    :param dict kwargs: keyword arguments of ``fn``.
+    :param dict condition: ``{site name: value}`` to condition on.
+    :param replay_trace: a trace to replay the latents from.
+    :param float inflate: multiplies the scale of every latent location-scale distribution
+        (:class:`InflateScale`).
     """
     data = dict(info.subsample)
     if condition is not None:
@@ -187,10 +208,14 @@ def run_vectorized(
 
 
 def per_point(t, info, event_dim=0):
-    """Reduces a per-element tensor of a site to shape ``[S, N]``.
+    r"""Reduces a per-element tensor of a site to shape ``[S, N]``.
 
     ``t`` has the site's batch shape (left-padded as needed) followed by ``event_dim`` dims: the
     event dims and every batch dim other than the evaluation plate and the data plate are summed.
+
+    :param torch.Tensor t: the per-element tensor.
+    :param ModelInfo info: from :func:`inspect_model`.
+    :param int event_dim: the number of trailing event dims of ``t``.
     """
     if event_dim:
         t = t.sum(tuple(range(-event_dim, 0)))
@@ -208,15 +233,25 @@ def per_point(t, info, event_dim=0):
 
 
 def site_log_density(site, info):
-    """Per-point ``[S, N]`` log-density of a sample site, masked but not plate-scaled."""
+    r"""Per-point ``[S, N]`` log-density of a sample site, masked but not plate-scaled.
+
+    :param dict site: a sample site of a trace from :func:`run_vectorized`.
+    :param ModelInfo info: from :func:`inspect_model`.
+    """
     lp = site["fn"].log_prob(site["value"])
     lp = scale_and_mask(lp, 1.0, site["mask"])
     return per_point(lp, info)
 
 
 def per_point_log_density(trace, names, info, like=None):
-    """Sum of :func:`site_log_density` over ``names``, shape ``[S, N]`` (or ``[1, 1]`` zeros,
-    with ``like``'s dtype and device, when ``names`` is empty)."""
+    r"""Sum of :func:`site_log_density` over ``names``, shape ``[S, N]`` (or ``[1, 1]`` zeros,
+    with ``like``'s dtype and device, when ``names`` is empty).
+
+    :param trace: a trace from :func:`run_vectorized`.
+    :param names: the names of the sites to sum.
+    :param ModelInfo info: from :func:`inspect_model`.
+    :param torch.Tensor like: gives dtype and device of the zeros for empty ``names``.
+    """
     total = None
     for name in names:
         lp = site_log_density(trace.nodes[name], info)
@@ -225,7 +260,12 @@ def per_point_log_density(trace, names, info, like=None):
 
 
 class PointFlattener:
-    """Moves a site's value between its own layout and ``[S, N, D]`` (one row per data point)."""
+    r"""Moves a site's value between its own layout and ``[S, N, D]`` (one row per data point).
+
+    :param torch.Tensor value: a value of the site (gives its layout).
+    :param ModelInfo info: from :func:`inspect_model`.
+    :param int event_dim: the site's event dim.
+    """
 
     def __init__(self, value, info, event_dim):
         nb = info.max_plate_nesting + 1
@@ -234,6 +274,10 @@ class PointFlattener:
         self.num_points = info.num_points
 
     def flatten(self, value):
+        r"""The value in the layout ``[S, N, D]``.
+
+        :param torch.Tensor value: a value in the site's layout.
+        """
         v = value.reshape(self.shape)
         if self.data_axis is None:
             return v.reshape(v.shape[0], 1, -1)
@@ -241,6 +285,10 @@ class PointFlattener:
         return v.reshape(v.shape[0], v.shape[1], -1)
 
     def unflatten(self, flat):
+        r"""The inverse of :meth:`flatten`.
+
+        :param torch.Tensor flat: a value in the layout ``[S, N, D]``.
+        """
         if self.data_axis is None:
             return flat.reshape((flat.shape[0],) + self.shape[1:])
         moved = list(self.shape)
@@ -277,10 +325,12 @@ def _inflate(fn, factor, name):
 
 
 class InflateScale(Messenger):
-    """Multiplies the scale of every latent location-scale distribution by ``factor``.
+    r"""Multiplies the scale of every latent location-scale distribution by ``factor``.
 
     ``factor = sqrt(2)`` doubles the variance, the proposal the LiBI paper (Yacoby et al.,
     Appendix E) uses for importance-sampled log-likelihoods.
+
+    :param float factor: the positive factor.
     """
 
     def __init__(self, factor):
@@ -296,7 +346,12 @@ class InflateScale(Messenger):
 
 
 def progress_bar(total, desc, progress):
-    """A tqdm bar; ``progress=None`` shows it only on an interactive terminal."""
+    r"""A tqdm bar; ``progress=None`` shows it only on an interactive terminal.
+
+    :param int total: the number of steps.
+    :param str desc: the bar's label.
+    :param progress: ``True``, ``False`` or ``None``.
+    """
     from tqdm.auto import tqdm
 
     return tqdm(

@@ -1,4 +1,4 @@
-"""Optional export of importance-sampling and AIS diagnostics to ArviZ.
+r"""Optional export of importance-sampling and AIS diagnostics to ArviZ.
 
 Needs the ``arviz`` extra (``pip install 'pyro-vsm[arviz]'``). Both ArviZ major versions are
 supported: ArviZ 0.x gets an :class:`arviz.InferenceData`, ArviZ 1.x (which dropped
@@ -35,7 +35,7 @@ _MISSING_EXTRA = "to_arviz needs the optional extra: pip install 'pyro-vsm[arviz
 
 
 def _to_numpy(value):
-    """Detached CPU NumPy copy of a tensor (or anything :func:`torch.as_tensor` takes)."""
+    r"""Detached CPU NumPy copy of a tensor (or anything :func:`torch.as_tensor` takes)."""
     t = torch.as_tensor(value).detach()
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16
         t = t.float()
@@ -43,7 +43,7 @@ def _to_numpy(value):
 
 
 def _per_point(name, value, batch_shape):
-    """``(dims, array)`` for a per-data-point quantity of shape ``batch_shape`` (or scalar)."""
+    r"""``(dims, array)`` for a per-data-point quantity of shape ``batch_shape`` (or scalar)."""
     array = _to_numpy(value)
     if array.shape == tuple(batch_shape):
         return ((POINT_DIM,) if len(batch_shape) else ()), array
@@ -60,12 +60,12 @@ def _arviz_major_version(az):
 
 
 def _inference_data(az, groups):
-    """ArviZ 0.x container (``diagnostics`` is a custom group, which 0.21+ accepts silently)."""
+    r"""ArviZ 0.x container (``diagnostics`` is a custom group, which 0.21+ accepts silently)."""
     return az.InferenceData(warn_on_custom_groups=False, **groups)
 
 
 def to_arviz(diagnostics, estimates=None):
-    """Export importance-sampling or AIS diagnostics to ArviZ.
+    r"""Export importance-sampling or AIS diagnostics to ArviZ.
 
     The log weights go to the ``sample_stats`` group as ``log_weights`` with dims
     ``("chain", "draw", "point")`` (one chain, one draw per importance sample or AIS chain), the
@@ -80,7 +80,7 @@ def to_arviz(diagnostics, estimates=None):
     :param estimates: optional log estimates (log-likelihoods or a log-partition function) with the
         batch shape of the diagnostics, stored as ``estimate`` in the ``diagnostics`` group.
     :type estimates: torch.Tensor or None
-    :return: an :class:`arviz.InferenceData` with ArviZ 0.x, an :class:`xarray.DataTree` with
+    :returns: an :class:`arviz.InferenceData` with ArviZ 0.x, an :class:`xarray.DataTree` with
         ArviZ 1.x, with the groups ``sample_stats`` and ``diagnostics``.
     :raises ImportError: if ArviZ is not installed.
     :raises TypeError: if ``diagnostics`` is of neither diagnostics class.

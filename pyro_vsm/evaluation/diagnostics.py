@@ -1,7 +1,7 @@
-"""Diagnostics returned next to importance-sampling and AIS estimates.
+r"""Diagnostics returned next to importance-sampling and AIS estimates.
 
 Both estimators average weights :math:`w_s` (importance weights, or AIS chain weights) per data
-point: :math:`\\hat p = \\frac1S\\sum_s w_s` and report :math:`\\log\\hat p`. The diagnostics keep
+point: :math:`\hat p = \frac1S\sum_s w_s` and report :math:`\log\hat p`. The diagnostics keep
 the log weights themselves so that anything else (ArviZ export, other tail diagnostics) can be
 computed from them later.
 """
@@ -13,16 +13,21 @@ import torch
 
 @dataclass
 class ImportanceDiagnostics:
-    """Per-data-point diagnostics of :func:`~pyro_vsm.evaluation.importance_log_likelihood`.
+    r"""Per-data-point diagnostics of :func:`~pyro_vsm.evaluation.importance_log_likelihood`.
 
     :ivar log_weights: ``log p(x, z_s) - log q(z_s | x)``, shape ``[S, N]``.
     :ivar ess: Kish effective sample size per data point, shape ``[N]`` (between 1 and ``S``).
-    :ivar khat: Pareto-smoothed importance sampling shape estimate :math:`\\hat k` per data point,
-        shape ``[N]``. Above 0.7 the estimate is unreliable (Vehtari et al., 2015); between 0.5
-        and 0.7 it converges slowly.
+    :ivar khat: Pareto-smoothed importance sampling shape estimate :math:`\hat k` per data point,
+        shape ``[N]``. Above 0.7 the estimate is unreliable [1]; between 0.5 and 0.7 it converges
+        slowly.
     :ivar stderr: delta-method standard error of each log-likelihood estimate, shape ``[N]``.
     :ivar data_plate: name of the plate whose elements are the data points (``None`` when the
         observed sites are in no plate and the whole batch is one data point).
+
+    References:
+
+    [1] `Pareto Smoothed Importance Sampling`,
+        Aki Vehtari, Andrew Gelman, Jonah Gabry (2015)
     """
 
     log_weights: torch.Tensor
@@ -34,7 +39,7 @@ class ImportanceDiagnostics:
 
 @dataclass
 class AISDiagnostics:
-    """Diagnostics of :func:`~pyro_vsm.evaluation.ais_log_likelihood` and
+    r"""Diagnostics of :func:`~pyro_vsm.evaluation.ais_log_likelihood` and
     :func:`~pyro_vsm.evaluation.log_partition`.
 
     :ivar log_weights: final AIS log weight of every chain, shape ``[C, *batch]`` (``batch`` is

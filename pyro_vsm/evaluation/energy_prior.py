@@ -1,9 +1,9 @@
-"""Log-likelihoods of models with energy-based (unnormalized) priors.
+r"""Log-likelihoods of models with energy-based (unnormalized) priors.
 
 For a model whose latent prior is :math:`e^{-E(z)}` without its normaliser (an
 :class:`~pyro_vsm.distributions.EnergyDistribution`), importance sampling or AIS on the model as
-it is estimate :math:`\\log\\tilde p(x) = \\log\\int p(x|z)e^{-E(z)}dz = \\log p(x) + \\log Z`.
-:func:`energy_prior_log_likelihood` subtracts :math:`\\log Z` (per energy site and per latent
+it is estimate :math:`\log\tilde p(x) = \log\int p(x|z)e^{-E(z)}dz = \log p(x) + \log Z`.
+:func:`energy_prior_log_likelihood` subtracts :math:`\log Z` (per energy site and per latent
 element of a data point).
 """
 
@@ -69,28 +69,28 @@ def energy_prior_log_likelihood(
     return_log_z=False,
     **kwargs,
 ):
-    """Per-data-point estimate of :math:`\\log p(x_n)` for a model with an energy-based prior.
+    r"""Per-data-point estimate of :math:`\log p(x_n)` for a model with an energy-based prior.
 
     .. math::
 
-        \\log \\hat p(x_n) = \\log\\hat{\\tilde p}(x_n) - \\sum_{\\text{energy sites}}
-            m_{\\text{site}} \\log \\hat Z_{\\text{site}},
+        \log \hat p(x_n) = \log\hat{\tilde p}(x_n) - \sum_{\text{energy sites}}
+            m_{\text{site}} \log \hat Z_{\text{site}},
 
-    where :math:`\\log\\hat{\\tilde p}(x_n)` is :func:`~pyro_vsm.evaluation.importance_log_likelihood`
+    where :math:`\log\hat{\tilde p}(x_n)` is :func:`~pyro_vsm.evaluation.importance_log_likelihood`
     (``method="importance"``, ``num_samples`` guide samples) or
     :func:`~pyro_vsm.evaluation.ais_log_likelihood` (``method="ais"``, started from the guide) of
-    the model with its unnormalized prior, and :math:`m_{\\text{site}}` is the number of latent
+    the model with its unnormalized prior, and :math:`m_{\text{site}}` is the number of latent
     elements the site has per data point (1 for ``z`` in the data plate).
 
-    :math:`\\log Z` of each site comes from ``log_z`` when given, else from
+    :math:`\log Z` of each site comes from ``log_z`` when given, else from
     :func:`~pyro_vsm.evaluation.log_partition`: exact where the energy provides
     ``log_partition()`` (a :class:`~pyro_vsm.distributions.GRBMEnergy` with few hidden units),
     otherwise AIS.
 
-    .. note:: Both parts are estimates. The importance/AIS estimate of :math:`\\log\\tilde p(x)` is
-       a stochastic lower bound, and an AIS estimate of :math:`\\log Z` is a stochastic lower bound
-       too, which makes :math:`-\\log\\hat Z` and so the log-likelihood **optimistic** (biased up)
-       when :math:`\\log Z` is estimated. Report which :math:`\\log Z` was used
+    .. note:: Both parts are estimates. The importance/AIS estimate of :math:`\log\tilde p(x)` is
+       a stochastic lower bound, and an AIS estimate of :math:`\log Z` is a stochastic lower bound
+       too, which makes :math:`-\log\hat Z` and so the log-likelihood **optimistic** (biased up)
+       when :math:`\log Z` is estimated. Report which :math:`\log Z` was used
        (``return_log_z=True``) and prefer exact values (or a long AIS run, whose diagnostics
        ``log_partition(..., return_diagnostics=True)`` gives).
 

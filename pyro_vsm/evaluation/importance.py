@@ -1,15 +1,20 @@
-"""Importance-sampled log-likelihood, one estimate per data point.
+r"""Importance-sampled log-likelihood, one estimate per data point.
 
 .. math::
 
-    \\log \\hat p(x_n) = \\log \\frac1S \\sum_{s=1}^S
-        \\frac{p(x_n, z_{n,s})}{r(z_{n,s} \\mid x_n)}, \\qquad z_{n,s} \\sim r(\\cdot \\mid x_n),
+    \log \hat p(x_n) = \log \frac1S \sum_{s=1}^S
+        \frac{p(x_n, z_{n,s})}{r(z_{n,s} \mid x_n)}, \qquad z_{n,s} \sim r(\cdot \mid x_n),
 
 with the guide as proposal :math:`r = q` (or the guide with every scale multiplied by
-``proposal_scale``). The estimate is a stochastic lower bound of :math:`\\log p(x_n)` (Jensen), it
+``proposal_scale``). The estimate is a stochastic lower bound of :math:`\log p(x_n)` (Jensen), it
 is exact for any ``S`` when the proposal is the exact posterior, and its reliability is flagged by
-the Pareto-smoothed importance sampling shape :math:`\\hat k` (Vehtari, Gelman & Gabry, 2015;
-:math:`\\hat k > 0.7` means the estimate is not trustworthy).
+the Pareto-smoothed importance sampling shape :math:`\hat k` ([1]; :math:`\hat k > 0.7` means
+the estimate is not trustworthy).
+
+References:
+
+[1] `Pareto Smoothed Importance Sampling`,
+    Aki Vehtari, Andrew Gelman, Jonah Gabry (2015)
 """
 
 import math
@@ -34,12 +39,15 @@ DEFAULT_MAX_ELEMENTS = 2**26
 
 
 def psis_khat(log_weights):
-    """Pareto :math:`\\hat k` of each column of ``log_weights`` (shape ``[S, N]``).
+    r"""Pareto :math:`\hat k` of each column of ``log_weights`` (shape ``[S, N]``).
 
-    The generalized-Pareto fit of the largest :math:`M = \\min(0.2S, 3\\sqrt S)` weights, with
+    The generalized-Pareto fit of the largest :math:`M = \min(0.2S, 3\sqrt S)` weights, with
     Pyro's :func:`~pyro.ops.stats.fit_generalized_pareto` (the tail rule of
     :func:`pyro.infer.importance.psis_diagnostic`, applied per data point). Columns with fewer
     than 10 tail weights give ``inf``.
+
+    :param torch.Tensor log_weights: log importance weights, shape ``[S, N]``.
+    :returns: :math:`\hat k`, shape ``[N]`` (dtype and device of ``log_weights``).
     """
     lw = log_weights.detach().to("cpu", torch.float64)
     s = lw.shape[0]
@@ -81,10 +89,23 @@ def importance_log_weights(
     progress=False,
     desc="importance sampling",
 ):
-    """``[S, N]`` log weights ``log p(x_n, z) - log r(z | x_n)`` with ``z ~ r(· | x_n)``.
+    r"""``[S, N]`` log weights ``log p(x_n, z) - log r(z | x_n)`` with ``z ~ r(· | x_n)``.
 
     Also returns the ``[S, N]`` log-densities ``log p(z)`` of the latents under the model and
-    ``log r(z | x)`` under the proposal, which the diagnostics of :mod:`.metrics` reuse.
+    ``log r(z | x)`` under the proposal, which the diagnostics of
+    :mod:`~pyro_vsm.evaluation.metrics` reuse.
+
+    :param model: the Pyro model.
+    :param guide: its guide (the proposal).
+    :param tuple args: positional arguments of ``model`` and ``guide``.
+    :param dict kwargs: keyword arguments of ``model`` and ``guide``.
+    :param int num_samples: importance samples ``S`` per data point.
+    :param info: the model's structure, from ``inspect_model``.
+    :param float proposal_scale: multiplies the scale of every guide distribution.
+    :param int chunk_size: samples drawn per vectorized run (``None``: chosen from a probe run).
+    :param progress: show a progress bar (``None``: only on an interactive terminal).
+    :param str desc: the progress bar's label.
+    :returns: ``(log_weights, log_prior, log_proposal)``, each of shape ``[S, N]``.
     """
     chunks = []
 
@@ -133,7 +154,7 @@ def importance_log_likelihood(
     progress=None,
     **kwargs,
 ):
-    """Per-data-point importance-sampled estimate of :math:`\\log p(x_n)` with the guide as
+    r"""Per-data-point importance-sampled estimate of :math:`\log p(x_n)` with the guide as
     proposal.
 
     :param model: a Pyro model with continuous latents and observed sites inside a data plate.
@@ -148,8 +169,9 @@ def importance_log_likelihood(
     :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
     :param str data_plate: the plate whose elements are the data points; by default the
         outermost plate enclosing every observed site. Without one, the whole batch is one point.
-    :param bool return_diagnostics: also return :class:`~.diagnostics.ImportanceDiagnostics`
-        (log weights, ESS, PSIS :math:`\\hat k`, standard errors).
+    :param bool return_diagnostics: also return
+        :class:`~pyro_vsm.evaluation.diagnostics.ImportanceDiagnostics`
+        (log weights, ESS, PSIS :math:`\hat k`, standard errors).
     :param progress: show a tqdm bar (``None``: only on an interactive terminal).
     :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: tensor of shape ``[N]`` (``N`` = size of the data plate, or its subsample), or

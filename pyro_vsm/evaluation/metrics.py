@@ -1,21 +1,35 @@
-"""Diagnostics of a trained latent-variable model, per data point where that makes sense.
+r"""Diagnostics of a trained latent-variable model, per data point where that makes sense.
 
-* :func:`negative_elbo`: :math:`-\\mathrm{ELBO}(x) = \\mathbb{E}_q[\\log q(z|x) - \\log p(x, z)]`.
+* :func:`negative_elbo`: :math:`-\mathrm{ELBO}(x) = \mathbb{E}_q[\log q(z|x) - \log p(x, z)]`.
 * :func:`posterior_fisher_divergence`:
-  :math:`\\mathbb{D}_F[q(z|x)\\|p(z|x)] = \\tfrac12\\mathbb{E}_q\\lVert\\nabla_z\\log q(z|x)
-  - \\nabla_z\\log p(x, z)\\rVert^2` (Wenliang, 2022, Section 5 "average FD").
+  :math:`\mathbb{D}_F[q(z|x)\|p(z|x)] = \tfrac12\mathbb{E}_q\lVert\nabla_z\log q(z|x)
+  - \nabla_z\log p(x, z)\rVert^2` (Wenliang, 2022, Section 5 "average FD").
 * :func:`score_matching_loss`: the held-out score-matching loss (Hyvärinen, 2005)
-  :math:`J(x) = \\tfrac12\\lVert\\nabla_x\\log p(x)\\rVert^2 + \\Delta_x\\log p(x)`, which equals the
+  :math:`J(x) = \tfrac12\lVert\nabla_x\log p(x)\rVert^2 + \Delta_x\log p(x)`, which equals the
   marginal Fisher divergence to the data distribution up to a constant, through self-normalised
   posterior expectations.
 * :func:`reconstruction_mse`: decode from the posterior mean.
 * :func:`marginal_kl` and :func:`elbo_surgery`: Rosca, Lakshminarayanan & Mohamed (2018),
   Algorithm 2, and Hoffman & Johnson's (2016) decomposition
-  :math:`\\mathbb{E}_x\\mathrm{KL}[q(z|x)\\|p(z)] = \\mathrm{KL}[q(z)\\|p(z)] + I_q(x; z)`.
+  :math:`\mathbb{E}_x\mathrm{KL}[q(z|x)\|p(z)] = \mathrm{KL}[q(z)\|p(z)] + I_q(x; z)`.
 * :func:`low_posterior_samples`: Rosca et al. (2018), Algorithm 1.
 
 All of them evaluate under ``torch.no_grad()`` (the score-based ones enable autograd locally) and
-reuse the per-data-point traces of :mod:`._tracing`.
+reuse the same per-data-point traces.
+
+References:
+
+[1] `On the failure of variational score matching for VAE models`,
+    Li K. Wenliang (2022)
+
+[2] `Estimation of Non-Normalized Statistical Models by Score Matching`,
+    Aapo Hyvärinen (2005)
+
+[3] `Distribution Matching in Variational Inference`,
+    Mihaela Rosca, Balaji Lakshminarayanan, Shakir Mohamed (2018)
+
+[4] `ELBO surgery: yet another way to carve up the variational evidence lower bound`,
+    Matthew D. Hoffman, Matthew J. Johnson (2016)
 """
 
 import math
@@ -37,8 +51,18 @@ from .importance import importance_log_weights
 def negative_elbo(
     model, guide, *args, num_samples=5, max_plate_nesting=None, data_plate=None, **kwargs
 ):
-    """Monte Carlo :math:`-\\mathrm{ELBO}` per data point (``num_samples`` draws from the
-    guide); shape ``[N]``."""
+    r"""Monte Carlo :math:`-\mathrm{ELBO}` per data point (``num_samples`` draws from the
+    guide); shape ``[N]``.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     num_samples = positive_int(num_samples, "num_samples")
     with torch.no_grad():
         info = inspect_model(
@@ -51,7 +75,7 @@ def negative_elbo(
 
 
 def _latent_scores(model, guide, info, args, kwargs, num_samples):
-    """Samples ``z ~ q`` (detached) and returns, per latent site, ``(∇_z log q, ∇_z log p(x,z))``
+    r"""Samples ``z ~ q`` (detached) and returns, per latent site, ``(∇_z log q, ∇_z log p(x,z))``
     together with the site's event dim."""
     if not info.latents:
         raise ValueError("posterior_fisher_divergence: the model has no latent sites")
@@ -70,12 +94,21 @@ def _latent_scores(model, guide, info, args, kwargs, num_samples):
 def posterior_fisher_divergence(
     model, guide, *args, num_samples=5, max_plate_nesting=None, data_plate=None, **kwargs
 ):
-    """:math:`\\tfrac12\\mathbb{E}_{q(z|x)}\\lVert\\nabla_z\\log q(z|x) - \\nabla_z\\log p(x,z)
-    \\rVert^2` per data point, by ``num_samples`` draws from the guide; shape ``[N]``.
+    r""":math:`\tfrac12\mathbb{E}_{q(z|x)}\lVert\nabla_z\log q(z|x) - \nabla_z\log p(x,z)
+    \rVert^2` per data point, by ``num_samples`` draws from the guide; shape ``[N]``.
 
-    Since :math:`\\nabla_z\\log p(x, z) = \\nabla_z\\log p(z|x)`, this is the Fisher divergence
+    Since :math:`\nabla_z\log p(x, z) = \nabla_z\log p(z|x)`, this is the Fisher divergence
     between the guide and the exact posterior. Latents are differentiated in the space they are
     sampled in (no change of variables).
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     """
     num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
@@ -98,29 +131,42 @@ def score_matching_loss(
     data_plate=None,
     **kwargs,
 ):
-    """Held-out score-matching loss :math:`J(x_n)` of the model's marginal, per data point.
+    r"""Held-out score-matching loss :math:`J(x_n)` of the model's marginal, per data point.
 
-    With :math:`g(x, z) = \\nabla_x\\log p(x|z)` and posterior expectations
-    :math:`\\mathbb{E}_{p(z|x)}`,
+    With :math:`g(x, z) = \nabla_x\log p(x|z)` and posterior expectations
+    :math:`\mathbb{E}_{p(z|x)}`,
 
     .. math::
 
-        \\nabla_x\\log p(x) = \\mathbb{E}[g], \\qquad
-        \\Delta_x\\log p(x) = \\mathbb{E}[\\nabla_x\\cdot g] + \\mathbb{E}\\lVert g\\rVert^2
-            - \\lVert\\mathbb{E}[g]\\rVert^2,
+        \nabla_x\log p(x) = \mathbb{E}[g], \qquad
+        \Delta_x\log p(x) = \mathbb{E}[\nabla_x\cdot g] + \mathbb{E}\lVert g\rVert^2
+            - \lVert\mathbb{E}[g]\rVert^2,
 
-    so :math:`J = \\tfrac12\\lVert\\nabla_x\\log p\\rVert^2 + \\Delta_x\\log p
-    = \\mathbb{E}[\\nabla_x\\cdot g] + \\mathbb{E}\\lVert g\\rVert^2 - \\tfrac12\\lVert\\mathbb{E}g
-    \\rVert^2`. The posterior expectations are self-normalised importance averages with the guide as
+    so :math:`J = \tfrac12\lVert\nabla_x\log p\rVert^2 + \Delta_x\log p
+    = \mathbb{E}[\nabla_x\cdot g] + \mathbb{E}\lVert g\rVert^2 - \tfrac12\lVert\mathbb{E}g
+    \rVert^2`. The posterior expectations are self-normalised importance averages with the guide as
     proposal (``num_samples`` draws), so the estimate is consistent, not unbiased; with equal
-    weights (an exact posterior as guide) it is unbiased, because :math:`\\lVert\\mathbb{E}g
-    \\rVert^2` is estimated by the U-statistic over pairs of distinct samples rather than by the
-    square of the mean, whose bias is :math:`\\operatorname{tr}\\operatorname{Cov}[g]/S`.
-    :math:`\\mathbb{E}_{\\pi}[J]` equals the Fisher divergence between the data distribution
-    :math:`\\pi` and the model up to a constant independent of the model (Hyvärinen, 2005): lower
+    weights (an exact posterior as guide) it is unbiased, because :math:`\lVert\mathbb{E}g
+    \rVert^2` is estimated by the U-statistic over pairs of distinct samples rather than by the
+    square of the mean, whose bias is :math:`\operatorname{tr}\operatorname{Cov}[g]/S`.
+    :math:`\mathbb{E}_{\pi}[J]` equals the Fisher divergence between the data distribution
+    :math:`\pi` and the model up to a constant independent of the model (Hyvärinen, 2005): lower
     is better. Laplacians use the closed forms of :mod:`pyro_vsm.ops.scores` (Gaussian
     likelihoods), else autograd (``laplacian``, ``num_projections`` as there). Observed sites
     must be continuous and real-valued.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    :returns: :math:`J(x_n)`, shape ``[N]``.
     """
     num_samples = positive_int(num_samples, "num_samples")
     info = inspect_model(
@@ -164,7 +210,7 @@ def score_matching_loss(
 
 
 def _broadcast_point_weights(w, info, like):
-    """Puts ``[S, N]`` weights in the layout of a site tensor ``like`` (sample dim first)."""
+    r"""Puts ``[S, N]`` weights in the layout of a site tensor ``like`` (sample dim first)."""
     shape = [1] * like.dim()
     shape[0] = w.shape[0]
     if info.data_dim is not None:
@@ -175,9 +221,18 @@ def _broadcast_point_weights(w, info, like):
 
 
 def reconstruction_mse(model, guide, *args, max_plate_nesting=None, data_plate=None, **kwargs):
-    """Mean squared error per data point of the model's mean observation when the latents are set
+    r"""Mean squared error per data point of the model's mean observation when the latents are set
     to the guide's means ("encode, decode from the mean of q"; Wenliang, 2022, Appendix B.2):
-    averaged over the elements of every observed site of the point. Shape ``[N]``."""
+    averaged over the elements of every observed site of the point. Shape ``[N]``.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     info = inspect_model(
         model, guide, args, kwargs, max_plate_nesting, data_plate, "reconstruction_mse"
     )
@@ -208,7 +263,7 @@ def reconstruction_mse(model, guide, *args, max_plate_nesting=None, data_plate=N
 
 
 def _aggregate_log_q(guide_trace, values, info, chunk_size):
-    """:math:`\\log q(z) = \\log\\frac1N\\sum_m q(z|x_m)` at every ``values`` point.
+    r""":math:`\log q(z) = \log\frac1N\sum_m q(z|x_m)` at every ``values`` point.
 
     ``values`` are latents in the layout of a run with an evaluation plate of size ``S`` (shape
     ``[S, ..., N, ..., event]``), ``guide_trace`` a run with evaluation plate of size 1 that gives
@@ -252,24 +307,33 @@ def elbo_surgery(
     data_plate=None,
     **kwargs,
 ):
-    """ELBO surgery (Hoffman & Johnson, 2016) on the given data set.
+    r"""ELBO surgery (Hoffman & Johnson, 2016) on the given data set.
 
-    With the aggregate posterior :math:`q(z) = \\frac1N\\sum_n q(z|x_n)` over the ``N`` points of
-    the data plate and :math:`z_{n,s}\\sim q(z|x_n)`:
+    With the aggregate posterior :math:`q(z) = \frac1N\sum_n q(z|x_n)` over the ``N`` points of
+    the data plate and :math:`z_{n,s}\sim q(z|x_n)`:
 
     .. math::
 
-        \\underbrace{\\frac1N\\sum_n\\mathrm{KL}[q(z|x_n)\\|p(z)]}_{\\texttt{average\\_kl}}
-        = \\underbrace{\\mathrm{KL}[q(z)\\|p(z)]}_{\\texttt{marginal\\_kl}}
-        + \\underbrace{\\mathbb{E}\\big[\\log q(z|x_n) - \\log q(z)\\big]}_{
-            \\texttt{mutual\\_information}}
+        \underbrace{\frac1N\sum_n\mathrm{KL}[q(z|x_n)\|p(z)]}_{\texttt{average\_kl}}
+        = \underbrace{\mathrm{KL}[q(z)\|p(z)]}_{\texttt{marginal\_kl}}
+        + \underbrace{\mathbb{E}\big[\log q(z|x_n) - \log q(z)\big]}_{
+            \texttt{mutual\_information}}
 
     All three are Monte Carlo averages over the same ``N × num_samples`` draws, so the identity
     holds exactly for the returned values; the mutual information estimate is at most
-    :math:`\\log N`. ``log q(z)`` is evaluated against every data point (Rosca et al., 2018,
+    :math:`\log N`. ``log q(z)`` is evaluated against every data point (Rosca et al., 2018,
     Algorithm 2), ``chunk_size`` query points at a time. The prior :math:`p(z)` is the model's
     latent density at the sampled point's own position in the data plate.
 
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: dict with scalar tensors ``average_kl``, ``marginal_kl``, ``mutual_information``
         and ``stderr_marginal_kl`` (standard error of the Monte Carlo mean).
     """
@@ -306,8 +370,19 @@ def marginal_kl(
     data_plate=None,
     **kwargs,
 ):
-    """:math:`\\mathrm{KL}[q(z)\\|p(z)]` of the aggregate posterior over the data plate (Rosca et
-    al., 2018, Algorithm 2); a scalar tensor. See :func:`elbo_surgery`."""
+    r""":math:`\mathrm{KL}[q(z)\|p(z)]` of the aggregate posterior over the data plate (Rosca et
+    al., 2018, Algorithm 2); a scalar tensor. See :func:`elbo_surgery`.
+
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_samples: draws from the guide per data point.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
+    """
     return elbo_surgery(
         model,
         guide,
@@ -331,15 +406,25 @@ def low_posterior_samples(
     data_plate=None,
     **kwargs,
 ):
-    """Prior draws that the aggregate posterior covers least (Rosca et al., 2018, Algorithm 1).
+    r"""Prior draws that the aggregate posterior covers least (Rosca et al., 2018, Algorithm 1).
 
     Draws at least ``num_prior_samples`` latents from the model's prior (one per data point per
     vectorized run, which assumes the prior is the same for every data point), evaluates
-    :math:`\\log q(z) = \\log\\frac1N\\sum_n q(z|x_n)` for each, and keeps the ``num_keep`` with
+    :math:`\log q(z) = \log\frac1N\sum_n q(z|x_n)` for each, and keeps the ``num_keep`` with
     the lowest value. Decode them with the model's decoder to see the "low posterior samples".
 
+    :param model: a Pyro model with observed sites inside a data plate.
+    :param guide: its guide; every model latent must have a guide site.
+    :param args: positional arguments of ``model`` and ``guide``.
+    :param int num_prior_samples: the least number of prior draws.
+    :param int num_keep: the number of draws returned.
+    :param int chunk_size: query points evaluated against every data point at a time.
+    :param int max_plate_nesting: as for Pyro's ELBOs; by default read from one run.
+    :param str data_plate: the plate whose elements are the data points; by default the
+        outermost plate enclosing every observed site.
+    :param kwargs: keyword arguments of ``model`` and ``guide``.
     :returns: ``(latents, log_qz)``: a dict site → tensor ``[num_keep, *point_shape]`` (the
-        latent of one data point) and the ``[num_keep]`` values of :math:`\\log q(z)`, ascending.
+        latent of one data point) and the ``[num_keep]`` values of :math:`\log q(z)`, ascending.
     """
     num_prior_samples = positive_int(num_prior_samples, "num_prior_samples")
     num_keep = positive_int(num_keep, "num_keep")

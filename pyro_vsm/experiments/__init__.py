@@ -1,8 +1,9 @@
 r"""Training and evaluating every objective on one data set: the core of ``pyro-vsm compare``,
-``train`` and ``evaluate``, and of ``examples/compare_objectives.py``.
+``train`` and ``evaluate``, and of the ``compare_objectives`` example.
 
 * :mod:`.registry`: the objective registry (:func:`register`, :class:`ObjectiveSpec`,
-  :class:`Built`); :mod:`.families` registers the objectives of the library;
+  :class:`Built`); :mod:`.families` and :mod:`.hybrid_families` register the objectives of
+  the library;
 * :mod:`.config`: run configurations and the defaults chosen from the data;
 * :mod:`.training`: training loops and thread settings; :mod:`.runner`: worker processes;
 * :mod:`.evaluate`: the held-out metrics shared by every objective;
@@ -10,7 +11,7 @@ r"""Training and evaluating every objective on one data set: the core of ``pyro-
 * :mod:`.compare`: the ``compare`` command; :mod:`.vae`: the plain Gaussian VAE of the example.
 """
 
-from . import families  # noqa: F401 - registers the objectives
+from . import families, hybrid_families  # noqa: F401 - register the objectives
 from .compare import resolve_losses, run_compare
 from .config import CONFIG_KEYS, data_defaults, evaluation_defaults, resolve_config
 from .evaluate import METRICS, evaluate_built

@@ -101,7 +101,7 @@ def _run_objective(payload, emit):
         row.update(steps=built.steps, settings=built.settings)
         emit(("start", built.steps))
         progress = Throttle(lambda step: emit(("step", step)), built.steps)
-        train_built(built, x_train, config["batch_size"], progress=progress)
+        train_built(built, x_train, config["batch_size"], progress=progress, seed=config["seed"])
     except FloatingPointError as e:  # NonFiniteLossError, or a non-finite value of a step
         row.update(status="diverged", diverged=_first_line(e))
     except Exception as e:  # noqa: BLE001 - one objective's failure must not stop the others

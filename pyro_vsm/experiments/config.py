@@ -4,18 +4,27 @@ objective, and the defaults chosen from the data.
 Defaults chosen from the data (flattened dimension :math:`d` of one observation, mean
 per-dimension variance :math:`v` of the training data):
 
-==================  ===========================  ===============================================
-setting             :math:`d \le 4` (2-D sets)   larger data (images, wide files)
-==================  ===========================  ===============================================
-latent size         2                            :math:`\mathrm{clip}(\mathrm{round}\sqrt d, 2, 32)` (digits: 8)
-hidden widths       30, 30                       two layers of :math:`\mathrm{clip}(d, 30, 512)` (digits: 64);
-                                                 ``--model conv``: conv width 32
-initial :math:`\gamma`  1                        :math:`v/10` (digits: 0.0065)
-steps               2000                         2000
-batch size          200                          128
-learning rate       3e-3                         1e-3
-AIS points          1000                         100
-==================  ===========================  ===============================================
+.. list-table::
+   :header-rows: 1
+
+   * - setting
+     - :math:`d \le 4` (2-D sets)
+     - larger data (images, wide files)
+   * - latent size
+     - 2
+     - :math:`\mathrm{clip}(\mathrm{round}\sqrt d, 2, 32)` (digits: 8)
+   * - hidden widths
+     - 30, 30
+     - two layers of :math:`\mathrm{clip}(d, 30, 512)` (digits: 64); ``--model conv``: width 32
+   * - initial :math:`\gamma`
+     - 1
+     - :math:`v/10` (digits: 0.0065)
+   * - steps, batch size, learning rate
+     - 2000, 200, 3e-3
+     - 2000, 128, 1e-3
+   * - AIS points
+     - 1000
+     - 100
 
 The initial observation variance matters on images: started at 1 (many times the data's
 variance) the KL term outweighs the reconstruction term from the first step, the posterior

@@ -29,6 +29,7 @@ import torch
 from pyro import poutine
 
 from ..evaluation import (
+    AISOptions,
     ais_log_likelihood,
     importance_log_likelihood,
     marginal_kl,
@@ -172,8 +173,7 @@ def evaluate_built(
                 model,
                 sub,
                 guide=start,
-                num_temperatures=ais_temperatures,
-                num_chains=ais_chains,
+                options=AISOptions(num_temperatures=ais_temperatures, num_chains=ais_chains),
                 progress=False,
             )
             same = -log_px["is"][: sub.shape[0]].mean() if "is" in log_px else float("nan")

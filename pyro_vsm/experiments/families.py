@@ -10,8 +10,7 @@ family are listed in its builder and recorded under ``settings`` in the report.
 
 New families (minimum-velocity priors, sphere latents, adversarial hybrids) join with one more
 ``register(ObjectiveSpec(...))`` at the end of this module (or of their own module, imported by
-:mod:`pyro_vsm.experiments`); ``tests/test_compare.py`` runs every registered name in a smoke
-setting.
+:mod:`pyro_vsm.experiments`); the test suite runs every registered name in a smoke setting.
 """
 
 import contextlib
@@ -33,6 +32,7 @@ from ..infer import (
     M1Loss,
     M2Loss,
     M3Loss,
+    MVLPriorLoss,
     SSMPriorLoss,
 )
 from ..models import (
@@ -56,6 +56,8 @@ GRBM_HIDDEN_SMALL, GRBM_HIDDEN = 8, 12
 PRIOR_LR_RATIO = 0.2
 #: K of the importance-weighted log Z estimator; VampPrior pseudo-inputs
 IW_SAMPLES, PSEUDO_INPUTS = 16, 16
+#: step size of the minimum-velocity estimate (MVLPriorLoss's default)
+MVL_STEP = 1e-3
 #: beta of beta-elbo (the LiBI paper's grid: 0.5, 2, 5); LiBI rounds and gradient clipping
 BETA, LIBI_ROUNDS, CLIP_NORM = 0.5, 1, 10.0
 
@@ -275,6 +277,11 @@ def _ssm_loss(config, d):
     return SSMPriorLoss(**_kw(config)), {"projections": 1}
 
 
+def _mvl_loss(config, d):
+    loss = MVLPriorLoss(step_size=MVL_STEP, **_kw(config))
+    return loss, {"estimator": "langevin", "step_size": MVL_STEP, "control_variate": True}
+
+
 def _adversarial_loss(config, d):
     try:
         import zuko  # noqa: F401
@@ -366,6 +373,17 @@ register(
         "energy prior",
         "GRBM prior trained by sliced score matching",
         f"{PRIORS}: Algorithm 1",
+        cost=1.5,
+    )
+)
+MVL = "Wang, Cheng, Li, Zhu & Zhang (2020), A Wasserstein minimum velocity approach"
+register(
+    ObjectiveSpec(
+        "mvl-prior",
+        _energy_prior(_mvl_loss),
+        "energy prior",
+        "GRBM prior trained by minimum-velocity learning (no second derivatives)",
+        f"{PRIORS}: Algorithm 1, with {MVL}: Section 3.2",
         cost=1.5,
     )
 )

@@ -104,8 +104,8 @@ class Built:
     :param dict settings: the family's own settings, recorded in the report.
     :param evaluation: a context manager factory that puts model and guide in evaluation mode
         (e.g. discrete latents), or ``None``.
-    :param list owned: modules the loss builds lazily (``loss.prepare`` is called before a
-        checkpoint is restored).
+    :param int steps_per_batch: consecutive ``svi.step`` calls on one minibatch (a cycle of a
+        loss with one parameter group per step).
     """
 
     model: object
@@ -121,6 +121,7 @@ class Built:
     not_applicable: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     evaluation: Callable = None
+    steps_per_batch: int = 1
 
     def evaluation_mode(self):
         r"""The context in which held-out metrics are computed."""

@@ -79,7 +79,17 @@ def _quarter_lines(desc, start, steps):
 
 
 def train_steps(
-    svi, x_train, steps, batch_size, *, start=0, progress=False, desc=None, callback=None
+    svi,
+    x_train,
+    steps,
+    batch_size,
+    *,
+    start=0,
+    progress=False,
+    desc=None,
+    callback=None,
+    steps_per_batch=1,
+    seed=0,
 ):
     r"""``svi.step`` on minibatches drawn with replacement (``num_data`` set for plate scaling).
 
@@ -92,6 +102,10 @@ def train_steps(
         streams; or a callable ``progress(step)`` called after every step.
     :param str desc: the bar's label.
     :param callback: ``callback(step)`` after every step (``step`` counts from ``start + 1``).
+    :param int steps_per_batch: consecutive steps on one minibatch; above 1 the minibatch of
+        steps ``[k m, (k + 1) m)`` is drawn by a generator seeded with ``(seed, k)``, so a run
+        resumed at any step sees the same minibatches as an uninterrupted one.
+    :param int seed: the seed of those minibatches.
     :raises FloatingPointError: when a step returns a non-finite loss.
     """
     n = x_train.shape[0]
@@ -106,7 +120,11 @@ def train_steps(
         # a non-finite value raises below; Pyro's own warning about it would only repeat that
         warnings.filterwarnings("ignore", message="Encountered NaN")
         for step in range(start, steps):
-            idx = torch.randint(n, (batch_size,), device=x_train.device)
+            if steps_per_batch == 1:
+                idx = torch.randint(n, (batch_size,), device=x_train.device)
+            elif step == start or step % steps_per_batch == 0:
+                g = torch.Generator().manual_seed(seed * 1_000_003 + step // steps_per_batch)
+                idx = torch.randint(n, (batch_size,), generator=g).to(x_train.device)
             value = svi.step(x_train[idx], num_data=n)
             if not math.isfinite(value):  # a loss without its own check (e.g. Trace_ELBO)
                 raise FloatingPointError(f"non-finite loss ({value}) at step {step + 1}")
@@ -117,7 +135,9 @@ def train_steps(
                 callback(step + 1)
 
 
-def train_built(built, x_train, batch_size, *, start=0, progress=False, desc=None, callback=None):
+def train_built(
+    built, x_train, batch_size, *, start=0, progress=False, desc=None, callback=None, seed=0
+):
     r"""Trains a :class:`~pyro_vsm.experiments.registry.Built` objective for its ``steps``.
 
     :param Built built: model, guide, loss and optimiser.
@@ -127,6 +147,7 @@ def train_built(built, x_train, batch_size, *, start=0, progress=False, desc=Non
     :param progress: see :func:`train_steps`.
     :param str desc: the bar's label.
     :param callback: see :func:`train_steps`.
+    :param int seed: the seed of the minibatches of a ``steps_per_batch`` above 1.
     """
     svi = SVI(built.model, built.guide, built.optim, loss=built.loss)
     train_steps(
@@ -138,6 +159,8 @@ def train_built(built, x_train, batch_size, *, start=0, progress=False, desc=Non
         progress=progress,
         desc=desc,
         callback=callback,
+        steps_per_batch=built.steps_per_batch,
+        seed=seed,
     )
     return svi
 

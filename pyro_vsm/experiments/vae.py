@@ -1,4 +1,4 @@
-r"""The plain Gaussian VAE of the score-matching comparison (``examples/compare_objectives.py``):
+r"""The plain Gaussian VAE of the score-matching comparison (the ``compare_objectives`` example):
 building, sampling and its held-out metrics, in the form the example uses."""
 
 import torch

@@ -32,7 +32,7 @@ class BernoulliEncoder(PyroModule):
     References:
 
     [1] `Categorical Reparameterization with Gumbel-Softmax`,
-        E. Jang, S. Gu, B. Poole (2017)
+        Eric Jang, Shixiang Gu, Ben Poole (2017)
     """
 
     def __init__(self, encoder, latent_dim, temperature=0.5):

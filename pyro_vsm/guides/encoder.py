@@ -1,4 +1,4 @@
-"""Amortized guides."""
+r"""Amortized guides."""
 
 import pyro
 import pyro.distributions as dist
@@ -10,7 +10,8 @@ from ..models.networks import ConvEncoder, data_plate, mlp
 
 
 class DiagonalNormalEncoder(PyroModule):
-    """Amortized diagonal Gaussian guide :math:`q_\\phi(z|x) = \\mathcal{N}(\\mu_\\phi(x), \\operatorname{diag}\\sigma^2_\\phi(x))`.
+    r"""Amortized diagonal Gaussian guide
+    :math:`q_\phi(z|x) = \mathcal{N}(\mu_\phi(x), \operatorname{diag}\sigma^2_\phi(x))`.
 
     Call it with the model's arguments, ``guide(x, num_data=None)``; it samples site ``"z"`` inside
     plate ``"data"``. Reparametrised, so it serves every loss here and ``Trace_ELBO``.
@@ -31,20 +32,45 @@ class DiagonalNormalEncoder(PyroModule):
 
     @classmethod
     def mlp(cls, data_dim, latent_dim, hidden=(30, 30), **kwargs):
+        r"""The guide with an MLP encoder (:func:`~pyro_vsm.models.networks.mlp`) for flat data.
+
+        :param int data_dim: dimension of ``x``.
+        :param int latent_dim: dimension of ``z``.
+        :param hidden: widths of the hidden layers.
+        :param kwargs: further arguments of the class (``min_scale``).
+        """
         return cls(mlp(data_dim, hidden, 2 * latent_dim), latent_dim, **kwargs)
 
     @classmethod
     def conv(cls, latent_dim, channels=1, width=64, image_size=32, **kwargs):
-        """An encoder for ``channels × image_size × image_size`` images
-        (:class:`~pyro_vsm.models.ConvEncoder`)."""
+        r"""The guide with a convolutional encoder
+        (:class:`~pyro_vsm.models.networks.ConvEncoder`) for
+        ``channels × image_size × image_size`` images.
+
+        :param int latent_dim: dimension of ``z``.
+        :param int channels: image channels.
+        :param int width: width of the convolutional layers (see
+            :class:`~pyro_vsm.models.networks.ConvEncoder`).
+        :param int image_size: the image side (8, 28, 32, ...).
+        :param kwargs: further arguments of the class (``min_scale``).
+        """
         return cls(ConvEncoder(2 * latent_dim, channels, width, image_size), latent_dim, **kwargs)
 
     def distribution(self, x):
-        """The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``)."""
+        r"""The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``).
+
+        :param torch.Tensor x: a batch of data.
+        """
         out = self.encoder(x)
         loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         return dist.Normal(loc, softplus(raw) + self.min_scale).to_event(1)
 
     def forward(self, x, num_data=None):
+        r"""Samples site ``"z"`` inside plate ``"data"``.
+
+        :param torch.Tensor x: a batch of data (the model's argument).
+        :param int num_data: the size of the whole data set when ``x`` is a minibatch (scales the
+            plate); ``None`` for the full data.
+        """
         with data_plate(x, num_data):
             return pyro.sample("z", self.distribution(x))

@@ -1,4 +1,4 @@
-"""Gaussian-mixture guide for one latent site, fitted without reparametrisation."""
+r"""Gaussian-mixture guide for one latent site, fitted without reparametrisation."""
 
 import pyro
 import pyro.distributions as dist
@@ -15,18 +15,18 @@ def _generator(seed):
 
 
 class GaussianMixtureGuide(PyroModule):
-    """Non-amortised Gaussian-mixture guide (Wenliang, 2022, Appendix A.5.2).
+    r"""Non-amortised Gaussian-mixture guide (Appendix A.5.2 of [1]).
 
     .. math::
 
-        q(z) = \\sum_{k=1}^K \\pi_k\\,\\mathcal{N}(z; \\mu_k, \\operatorname{diag}\\sigma_k^2),
-        \\qquad \\pi = \\operatorname{softmax}(\\text{logits})
+        q(z) = \sum_{k=1}^K \pi_k\,\mathcal{N}(z; \mu_k, \operatorname{diag}\sigma_k^2),
+        \qquad \pi = \operatorname{softmax}(\text{logits})
 
     for one latent site with event shape ``[latent_dim]``, sampled as
     ``MixtureSameFamily(Categorical(logits), Independent(Normal(loc, scale), 1))``. The draw goes
     through the discrete component, so it is **not** reparametrisable: use it with objectives that
     sample ``z`` and detach it, such as ``M1Loss(inference="fisher")``, where the parameters get
-    gradients only through the analytic score :math:`\\nabla_z\\log q(z)` (all of loc, scale and the
+    gradients only through the analytic score :math:`\nabla_z\log q(z)` (all of loc, scale and the
     weights enter it). Reparametrised objectives (``"kl"``, ``"fisher-reparam"``,
     ``JointFisherLoss``) raise :class:`~pyro_vsm.infer.ScoreObjectiveError` naming the site.
 
@@ -56,8 +56,14 @@ class GaussianMixtureGuide(PyroModule):
     :param float init_scale: initial standard deviation of every component.
     :param float prior_scale: standard deviation of the prior the initial means are drawn from.
     :param seed: an int or a :class:`torch.Generator` for the initial means (None: the global RNG).
-    :param dtype, device: of the parameters.
+    :param torch.dtype dtype: dtype of the parameters.
+    :param torch.device device: device of the parameters.
     :param str name: prefix of the parameter names.
+
+    References:
+
+    [1] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     def __init__(
@@ -113,18 +119,22 @@ class GaussianMixtureGuide(PyroModule):
 
     @property
     def weights(self):
-        """Mixture weights ``softmax(logits)``, shape ``[N,] K``."""
+        r"""Mixture weights ``softmax(logits)``, shape ``[N,] K``."""
         return torch.softmax(self.logits, -1)
 
     def distribution(self):
-        """The mixture ``q(z)``: batch shape ``[N]`` (or ``[]``), event shape ``[latent_dim]``."""
+        r"""The mixture ``q(z)``: batch shape ``[N]`` (or ``[]``), event shape ``[latent_dim]``."""
         return dist.MixtureSameFamily(
             dist.Categorical(logits=self.logits),
             dist.Normal(self.loc, self.scale).to_event(1),
         )
 
     def forward(self, *args, **kwargs):
-        """Samples the site (the model's arguments are accepted and ignored)."""
+        r"""Samples the site (the model's arguments are accepted and ignored).
+
+        :param args: the model's positional arguments (ignored).
+        :param kwargs: the model's keyword arguments (ignored).
+        """
         q = self.distribution()
         if self.num_posteriors is None:
             return pyro.sample(self.site, q)

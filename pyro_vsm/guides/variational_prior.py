@@ -13,13 +13,16 @@ __all__ = ["GaussianVariationalPrior", "draw_with_log_prob", "iaf_prior"]
 
 
 class GaussianVariationalPrior(nn.Module):
-    """A learnable full-covariance Gaussian :math:`q_\\zeta(z) = \\mathcal N(\\mu, LL^\\top)`: the
-    simplest variational prior for :class:`AdversarialPriorLoss` (no extra dependency), with the
+    r"""A learnable full-covariance Gaussian :math:`q_\zeta(z) = \mathcal N(\mu, LL^\top)`: the
+    simplest variational prior for :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss`
+    (no extra dependency), with the
     interface any variational prior must have: ``rsample(sample_shape)``, ``log_prob(z)`` and
     ``event_shape``. Far less expressive than a flow (:func:`iaf_prior`).
 
     :param int dim: dimension of ``z``.
     :param float init_scale: initial standard deviation.
+    :param torch.dtype dtype: dtype of the parameters (default: torch's default dtype).
+    :param torch.device device: device of the parameters.
     """
 
     def __init__(self, dim, init_scale=1.0, *, dtype=None, device=None):
@@ -32,28 +35,44 @@ class GaussianVariationalPrior(nn.Module):
         self.event_shape = torch.Size([self.dim])
 
     def distribution(self):
+        r"""The distribution :math:`\mathcal N(\mu, LL^\top)` at the current parameters."""
         tril = torch.tril(self.raw_tril, -1) + torch.diag_embed(self.log_diag.exp())
         return torch.distributions.MultivariateNormal(self.loc, scale_tril=tril)
 
     def rsample(self, sample_shape=()):
+        r"""Reparametrised draws, shape ``sample_shape + (dim,)``.
+
+        :param sample_shape: the shape of the batch of draws.
+        """
         return self.distribution().rsample(torch.Size(sample_shape))
 
     def log_prob(self, z):
+        r""":math:`\log q_\zeta(z)`, shape ``z.shape[:-1]``.
+
+        :param torch.Tensor z: points, shape ``(..., dim)``.
+        """
         return self.distribution().log_prob(z)
 
 
 def iaf_prior(dim, transforms=4, hidden_features=(64, 64), **kwargs):
-    """An inverse autoregressive flow :math:`q_\\zeta(z)` (Kingma et al. 2016), the adversary of
-    the paper's MNIST experiment, built with `zuko <https://zuko.readthedocs.io>`_ (the
-    ``[flows]`` extra): a zuko ``MAF`` whose transform is inverted, so that sampling (with the
-    log-density of the sample) takes one pass and only evaluating the log-density of an arbitrary
-    point is sequential. Returns a zuko ``Flow`` (``flow()`` is the distribution).
+    r"""An inverse autoregressive flow :math:`q_\zeta(z)` (Kingma et al. [1]), the adversary of the
+    MNIST experiment of "Variational Inference with Unnormalized Priors", built with `zuko
+    <https://zuko.readthedocs.io>`_ (the ``[flows]`` extra): a zuko ``MAF`` whose transform is
+    inverted, so that sampling (with the log-density of the sample) takes one pass and only
+    evaluating the log-density of an arbitrary point is sequential. Returns a zuko ``Flow``
+    (``flow()`` is the distribution).
 
     :param int dim: dimension of ``z``.
     :param int transforms: number of autoregressive layers.
     :param hidden_features: widths of each layer's masked MLP.
     :param kwargs: passed to ``zuko.flows.MAF``.
     :raises ImportError: when zuko is not installed.
+
+    References:
+
+    [1] `Improved Variational Inference with Inverse Autoregressive Flow`,
+        Diederik P. Kingma, Tim Salimans, Rafal Jozefowicz, Xi Chen, Ilya Sutskever, Max Welling
+        (2016)
     """
     try:
         import zuko
@@ -76,6 +95,7 @@ def draw_with_log_prob(prior, shape):
 
     :param prior: a module with ``rsample``/``log_prob``, or a zuko flow.
     :param shape: the sample shape.
+    :raises ValueError: when the prior cannot draw reparametrised samples.
     """
     if callable(getattr(prior, "rsample", None)) and callable(getattr(prior, "log_prob", None)):
         d = prior

@@ -1,6 +1,7 @@
 r"""Losses that plug into :class:`pyro.infer.SVI`, their shared base and the score plumbing."""
 
 from ..errors import NonFiniteLossError, ScoreObjectiveError
+from .aae import AAELoss
 from .adversarial_prior import AdversarialPriorLoss
 from .base import ScoreLoss
 from .beta_elbo import BetaELBO
@@ -12,6 +13,7 @@ from .lagging import LaggingInferenceELBO
 from .libi import LiBILoss
 from .m1 import M1Loss
 from .marginal import M2Loss, M3Loss
+from .mvl import MVLLoss, MVLPriorLoss
 from .schedules import (
     AlternatingSchedule,
     AnnealingSchedule,
@@ -22,8 +24,10 @@ from .schedules import (
     SinglePhase,
 )
 from .traces import trace_scores
+from .vgh import VGHLoss
 
 __all__ = [
+    "AAELoss",
     "AdversarialPriorLoss",
     "AlternatingSchedule",
     "AnnealingSchedule",
@@ -39,6 +43,8 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MVLLoss",
+    "MVLPriorLoss",
     "NonFiniteLossError",
     "Objective",
     "RoundsSchedule",
@@ -50,5 +56,6 @@ __all__ = [
     "guide_objective_terms",
     "inference_latent_mode",
     "SinglePhase",
+    "VGHLoss",
     "trace_scores",
 ]

@@ -1,5 +1,5 @@
 r"""Energy-prior VAE training with adversarial contrastive divergence (Algorithm 2 of
-"Variational inference with unnormalized priors")."""
+"Variational Inference with Unnormalized Priors"; see :class:`AdversarialPriorLoss`)."""
 
 import torch
 from pyro import poutine
@@ -21,36 +21,38 @@ def _module_key(site_name):
 
 
 class AdversarialPriorLoss(EnergyPriorLoss):
-    """Energy-prior VAE training with adversarial contrastive divergence (Algorithm 2).
+    r"""Energy-prior VAE training with adversarial contrastive divergence (Algorithm 2 of [1]).
 
-    A variational prior :math:`q_\\zeta(z)` with a tractable density gives the lower bound
-    :math:`\\log Z_\\beta \\ge \\mathbb E_{q_\\zeta}[-E_\\beta(z) - \\log q_\\zeta(z)]` (eq. 9).
-    Per step, with :math:`z \\sim q_\\phi(z|x)` and :math:`z' \\sim q_\\zeta` (one :math:`z'` per
+    A variational prior :math:`q_\zeta(z)` with a tractable density gives the lower bound
+    :math:`\log Z_\beta \ge \mathbb E_{q_\zeta}[-E_\beta(z) - \log q_\zeta(z)]` (eq. 9).
+    Per step, with :math:`z \sim q_\phi(z|x)` and :math:`z' \sim q_\zeta` (one :math:`z'` per
     posterior sample):
 
-    * decoder and guide ascend the analogous lower bound, as in :class:`SSMPriorLoss`;
-    * :math:`\\zeta` ascends :math:`\\mathbb E_{q_\\zeta}[-E_\\beta(z')] + H[q_\\zeta]`
+    * decoder and guide ascend the analogous lower bound, as in
+      :class:`~pyro_vsm.infer.energy_prior.SSMPriorLoss`;
+    * :math:`\zeta` ascends :math:`\mathbb E_{q_\zeta}[-E_\beta(z')] + H[q_\zeta]`
       (reparametrised :math:`z'`);
     * the energy descends the contrastive divergence
-      :math:`\\mathbb E_{q_\\phi(z|x)\\pi(x)}[E_\\beta(z)] - \\mathbb E_{q_\\zeta}[E_\\beta(z')]`
+      :math:`\mathbb E_{q_\phi(z|x)\pi(x)}[E_\beta(z)] - \mathbb E_{q_\zeta}[E_\beta(z')]`
       (both samples detached): positive phase on the posterior, negative phase on the adversary.
 
     The three updates happen in the same ``svi.step`` (simultaneously, where Algorithm 2 is
     sequential within an iteration). The value is the negative of eq. 10,
-    :math:`-\\mathcal L_{\\text{ALB}} + \\mathbb E_{q_\\zeta}[E_\\beta + \\log q_\\zeta]`, an estimate
-    of :math:`-\\mathcal L_{\\text{vae}}` that is biased low (not a bound on :math:`-\\log p(x)`)
-    by :math:`D_{KL}(q_\\zeta\\|p_\\beta)`; :meth:`terms` gives ``"neg_alb"``, ``"log_z"`` (the
-    variational bound on :math:`\\log Z`, summed over the data plate) and ``"cd"``.
+    :math:`-\mathcal L_{\text{ALB}} + \mathbb E_{q_\zeta}[E_\beta + \log q_\zeta]`, an estimate
+    of :math:`-\mathcal L_{\text{vae}}` that is biased low (not a bound on :math:`-\log p(x)`)
+    by :math:`D_{KL}(q_\zeta\|p_\beta)`; :meth:`terms` gives ``"neg_alb"``, ``"log_z"`` (the
+    variational bound on :math:`\log Z`, summed over the data plate) and ``"cd"``.
 
     **The variational prior.** ``variational_prior`` is
 
-    * ``None`` (default): an IAF (:func:`iaf_prior`, needs zuko, the ``[flows]`` extra) is built
-      for each energy site on the first call, with the site's dimension, dtype and device;
+    * ``None`` (default): an IAF (:func:`~pyro_vsm.guides.variational_prior.iaf_prior`, needs
+      zuko, the ``[flows]`` extra) is built for each energy site on the first call, with the
+      site's dimension, dtype and device;
     * a zuko flow (any module whose call with no argument returns a distribution with
       ``rsample``/``rsample_and_log_prob``; zuko distributions are drawn through
       :class:`pyro.contrib.zuko.ZukoToPyro`);
     * any ``torch.nn.Module`` with ``rsample(sample_shape)`` and ``log_prob(z)``, e.g.
-      :class:`GaussianVariationalPrior`;
+      :class:`~pyro_vsm.guides.GaussianVariationalPrior`;
     * a dict ``{site name: module}`` when the model has several energy sites.
 
     Under ``SVI`` the variational prior's parameters are registered in Pyro's param store with
@@ -61,8 +63,15 @@ class AdversarialPriorLoss(EnergyPriorLoss):
 
     :param variational_prior: see above.
     :param str name: prefix of the variational prior's Pyro param names.
-    :param num_particles, max_plate_nesting, vectorize_particles, retain_graph: as for
-        :class:`~pyro.infer.Trace_ELBO`.
+    :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
     """
 
     def __init__(self, variational_prior=None, *, name="variational_prior", **kwargs):
@@ -162,6 +171,8 @@ class AdversarialPriorLoss(EnergyPriorLoss):
 
         :param model: the model.
         :param guide: the guide.
+        :param args: positional arguments of the model and guide.
+        :param kwargs: keyword arguments of the model and guide.
         """
         with torch.enable_grad(), poutine.block():
             self._objectives(model, guide, args, kwargs, phase=self.phase, create_graph=False)

@@ -62,11 +62,12 @@ class BetaELBO(GroupedLoss):
     References:
 
     [1] `beta-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework`,
-        I. Higgins, L. Matthey, A. Pal, C. Burgess, X. Glorot, M. Botvinick, S. Mohamed,
-        A. Lerchner (2017)
+        Irina Higgins, Loic Matthey, Arka Pal, Christopher Burgess, Xavier Glorot, Matthew
+        Botvinick, Shakir Mohamed, Alexander Lerchner (2017)
 
     [2] `Generating Sentences from a Continuous Space`,
-        S. R. Bowman, L. Vilnis, O. Vinyals, A. M. Dai, R. Jozefowicz, S. Bengio (2016)
+        Samuel R. Bowman, Luke Vilnis, Oriol Vinyals, Andrew M. Dai, Rafal Jozefowicz, Samy Bengio
+        (2016)
     """
 
     def __init__(self, beta=1.0, anneal_steps=0, **kwargs):

@@ -1,43 +1,43 @@
-"""Losses for VAEs with energy-based (unnormalized) priors.
+r"""Losses for VAEs with energy-based (unnormalized) priors.
 
-"Variational inference with unnormalized priors" (Sections 2–2.3, Algorithms 1–2). The model
+Sections 2–2.3 and Algorithms 1–2 of [1]. The model
 has a latent site whose prior is an :class:`~pyro_vsm.distributions.EnergyDistribution`
-(:math:`\\tilde p_\\beta(z) = e^{-E_\\beta(z)}`, ``is_normalized = False``), so Pyro's ELBO
+(:math:`\tilde p_\beta(z) = e^{-E_\beta(z)}`, ``is_normalized = False``), so Pyro's ELBO
 computes the **analogous lower bound** (ALB)
 
 .. math::
 
-    \\mathcal L_{\\text{ALB}}(x) = \\mathbb E_{q_\\phi(z|x)}\\big[\\log p_\\alpha(x|z) - E_\\beta(z)
-        - \\log q_\\phi(z|x)\\big] = \\mathcal L_{\\text{vae}}(x) + \\log Z_\\beta,
+    \mathcal L_{\text{ALB}}(x) = \mathbb E_{q_\phi(z|x)}\big[\log p_\alpha(x|z) - E_\beta(z)
+        - \log q_\phi(z|x)\big] = \mathcal L_{\text{vae}}(x) + \log Z_\beta,
 
-which has the right gradients for the decoder :math:`\\alpha` and the guide :math:`\\phi`
-(:math:`\\log Z_\\beta` depends on neither) and the wrong ones for the energy :math:`\\beta`. The
+which has the right gradients for the decoder :math:`\alpha` and the guide :math:`\phi`
+(:math:`\log Z_\beta` depends on neither) and the wrong ones for the energy :math:`\beta`. The
 losses here train decoder and guide on the ALB and give the energy its own objective:
 
 * :class:`SSMPriorLoss` (Algorithm 1): sliced score matching of the energy to the aggregate
   posterior, on detached posterior samples;
-* :class:`AdversarialPriorLoss` (Algorithm 2): a variational prior :math:`q_\\zeta(z)` (a
-  normalising flow) maximises the lower bound :math:`\\mathbb E_{q_\\zeta}[-E_\\beta - \\log
-  q_\\zeta] \\le \\log Z_\\beta` and the energy takes contrastive-divergence steps between posterior
-  and :math:`q_\\zeta` samples;
-* :class:`ImportanceWeightedPriorLoss` (eq. 5): :math:`\\log Z_\\beta` estimated by
+* :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss` (Algorithm 2): a variational prior
+  :math:`q_\zeta(z)` (a normalising flow) maximises the lower bound :math:`\mathbb
+  E_{q_\zeta}[-E_\beta - \log q_\zeta] \le \log Z_\beta` and the energy takes contrastive-divergence
+  steps between posterior and :math:`q_\zeta` samples;
+* :class:`ImportanceWeightedPriorLoss` (eq. 5): :math:`\log Z_\beta` estimated by
   self-normalised importance sampling with the guide's samples. **The paper shows that this
   fails** (Section 4.1): the guide matches the posterior, not the prior, so the estimate of
-  :math:`\\log Z` and its gradient (eq. 7) are badly biased and high-variance, and the prior
+  :math:`\log Z` and its gradient (eq. 7) are badly biased and high-variance, and the prior
   converges to a poor solution. It is provided as the baseline of that experiment.
 
-**Parameter groups.** On every step the loss finds the *prior* parameters: the parameters the
-model reads (``pyro.param`` sites of the model trace) that the prior's log-density at the energy
-site(s) depends on (autograd connectivity of :math:`\\log\\tilde p(z)` at a detached ``z``, so
-energies registered with ``pyro.module`` and :class:`~pyro.nn.PyroModule` energies both work, as
-do parameters of an ``EnergyDistribution``'s ``base``). Every other parameter of the model and
-the guide belongs to the *VAE* group (decoder and guide). A parameter read by both the energy and
-the decoder counts as a prior parameter. The variational prior of :class:`AdversarialPriorLoss`
-is a third group. Each group receives the gradient of its own objective only (``backward`` with
-``inputs=`` the group), and ``svi.step`` updates all groups at once. Use a per-parameter
-learning rate for the paper's setting (VAE ``1e-3``, prior ``2e-4``); Pyro passes the
-parameter's name (``"energy.W"`` for :class:`~pyro_vsm.models.EnergyPriorVAE`, ``"energy.W"`` too
-for ``pyro.module("energy", ...)``)::
+**Parameter groups.** On every step the loss finds the *prior* parameters: the parameters the model
+reads (``pyro.param`` sites of the model trace) that the prior's log-density at the energy site(s)
+depends on (autograd connectivity of :math:`\log\tilde p(z)` at a detached ``z``, so energies
+registered with ``pyro.module`` and :class:`~pyro.nn.PyroModule` energies both work, as do
+parameters of an ``EnergyDistribution``'s ``base``). Every other parameter of the model and the
+guide belongs to the *VAE* group (decoder and guide). A parameter read by both the energy and the
+decoder counts as a prior parameter. The variational prior of
+:class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss` is a third group. Each group
+receives the gradient of its own objective only (``backward`` with ``inputs=`` the group), and
+``svi.step`` updates all groups at once. Use a per-parameter learning rate for the paper's setting
+(VAE ``1e-3``, prior ``2e-4``); Pyro passes the parameter's name (``"energy.W"`` for
+:class:`~pyro_vsm.models.EnergyPriorVAE`, ``"energy.W"`` too for ``pyro.module("energy", ...)``)::
 
     Adam(lambda name: {"lr": 2e-4 if name.startswith("energy.") else 1e-3})
 
@@ -48,6 +48,14 @@ optimizer reproduces ``SVI``.
 
 All values are summed over the data plate (scaled by plate subsampling) and averaged over
 ``num_particles``, like ``Trace_ELBO``.
+
+References:
+
+[1] `Variational Inference with Unnormalized Priors`,
+    anonymous authors (under double-blind review)
+
+[2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
+    Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
 """
 
 import math
@@ -71,7 +79,17 @@ __all__ = ["EnergyPriorLoss", "ImportanceWeightedPriorLoss", "SSMPriorLoss"]
 # objectives and their routing
 # ----------------------------------------------------------------------------------------------
 class EnergyPriorLoss(GroupedLoss):
-    r"""Shared machinery: particles, the energy sites, the ALB and the parameter groups."""
+    r"""Shared machinery: particles, the energy sites, the ALB and the parameter groups.
+
+    The base of :class:`SSMPriorLoss`, :class:`ImportanceWeightedPriorLoss` and
+    :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss`; a subclass supplies the
+    energy's objective.
+
+    :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+    """
 
     def __init__(
         self,
@@ -90,7 +108,7 @@ class EnergyPriorLoss(GroupedLoss):
 
     # -- pieces --------------------------------------------------------------------------------
     def _prior_params(self, candidates, site_log_densities):
-        """The params among ``candidates`` on which the prior log-densities depend."""
+        r"""The params among ``candidates`` on which the prior log-densities depend."""
         names = [n for n, p in candidates.items() if p.requires_grad]
         total = sum(lp.sum() for lp in site_log_densities if lp.requires_grad)
         if not names or not torch.is_tensor(total) or not total.requires_grad:
@@ -187,6 +205,9 @@ class EnergyPriorLoss(GroupedLoss):
 
         :param model: the model.
         :param guide: the guide.
+        :param args: positional arguments of the model and guide.
+        :param kwargs: keyword arguments of the model and guide.
+        :returns: ``{name: float}``.
         """
         with torch.enable_grad():
             objectives = self._objectives(
@@ -210,33 +231,43 @@ class _Context:
 # Algorithm 1: sliced score matching
 # ----------------------------------------------------------------------------------------------
 class SSMPriorLoss(EnergyPriorLoss):
-    """Energy-prior VAE training with sliced score matching (Algorithm 1).
+    r"""Energy-prior VAE training with sliced score matching (Algorithm 1 of [1]).
 
-    Per step, with :math:`z \\sim q_\\phi(z|x)`:
+    Per step, with :math:`z \sim q_\phi(z|x)`:
 
-    * decoder and guide ascend the analogous lower bound :math:`\\mathcal L_{\\text{ALB}}` (the
-      ELBO with :math:`-E_\\beta(z)` for :math:`\\log p(z)`; reparametrised, with Trace_ELBO's
+    * decoder and guide ascend the analogous lower bound :math:`\mathcal L_{\text{ALB}}` (the
+      ELBO with :math:`-E_\beta(z)` for :math:`\log p(z)`; reparametrised, with Trace_ELBO's
       score-function terms for non-reparametrisable guide sites);
     * the energy descends the sliced score-matching objective
-      :math:`J_\\beta = \\mathbb E_{q_\\phi(z|x)\\pi(x)}\\mathbb E_v[\\tfrac12\\lVert s\\rVert^2 +
-      v^\\top\\nabla_z(v^\\top s)]`, :math:`s = -\\nabla_z E_\\beta(z)`, on **detached** posterior
+      :math:`J_\beta = \mathbb E_{q_\phi(z|x)\pi(x)}\mathbb E_v[\tfrac12\lVert s\rVert^2 +
+      v^\top\nabla_z(v^\top s)]`, :math:`s = -\nabla_z E_\beta(z)`, on **detached** posterior
       samples (the same ``z`` as the ALB), i.e. score matching of the prior to the aggregate
-      posterior (:func:`sliced_score_matching`, ``create_graph=True``).
+      posterior (:func:`~pyro_vsm.ops.sliced_score_matching` [2], ``create_graph=True``).
 
     The energy gets no ALB gradient and decoder/guide get no score-matching gradient. The value
-    returned by ``svi.step`` and :meth:`loss` is :math:`-\\mathcal L_{\\text{ALB}} + J_\\beta`
+    returned by ``svi.step`` and :meth:`loss` is :math:`-\mathcal L_{\text{ALB}} + J_\beta`
     (both summed over the data plate); :meth:`terms` gives ``"neg_alb"`` and ``"ssm"``
-    separately. Note that :math:`-\\mathcal L_{\\text{ALB}} = -\\mathcal L_{\\text{vae}} - \\log Z`
-    is not a bound on :math:`-\\log p(x)`; evaluate the model with
+    separately. Note that :math:`-\mathcal L_{\text{ALB}} = -\mathcal L_{\text{vae}} - \log Z`
+    is not a bound on :math:`-\log p(x)`; evaluate the model with
     :func:`pyro_vsm.evaluation.energy_prior_log_likelihood`.
 
     :param int num_projections: projections :math:`v` per sample.
-    :param str projection: ``"rademacher"`` or ``"gaussian"`` (both have :math:`\\mathbb E[vv^\\top]
+    :param str projection: ``"rademacher"`` or ``"gaussian"`` (both have :math:`\mathbb E[vv^\top]
         = I`).
-    :param bool variance_reduction: use :math:`\\tfrac12\\lVert s\\rVert^2` (exact in :math:`v`)
-        instead of :math:`\\tfrac12(v^\\top s)^2`.
-    :param num_particles, max_plate_nesting, vectorize_particles, retain_graph: as for
-        :class:`~pyro.infer.Trace_ELBO`.
+    :param bool variance_reduction: use :math:`\tfrac12\lVert s\rVert^2` (exact in :math:`v`)
+        instead of :math:`\tfrac12(v^\top s)^2`.
+    :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
+
+    [2] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
+        Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
     """
 
     def __init__(
@@ -279,34 +310,40 @@ class SSMPriorLoss(EnergyPriorLoss):
 # eq. 5: self-normalised importance-weighted log Z
 # ----------------------------------------------------------------------------------------------
 class ImportanceWeightedPriorLoss(EnergyPriorLoss):
-    """The importance-weighted estimate of the VLB, eq. 5 (Section 2.1).
+    r"""The importance-weighted estimate of the VLB, eq. 5 (Section 2.1 of [1]).
 
     .. math::
 
-        \\mathcal L(x) = \\mathbb E_{q}[\\log p_\\alpha(x|z) - E_\\beta(z) - \\log q(z|x)]
-            - \\log \\frac1K\\sum_{k=1}^K e^{-E_\\beta(z_k) - \\log q(z_k|x)},
-            \\qquad z_k \\sim q(z|x),
+        \mathcal L(x) = \mathbb E_{q}[\log p_\alpha(x|z) - E_\beta(z) - \log q(z|x)]
+            - \log \frac1K\sum_{k=1}^K e^{-E_\beta(z_k) - \log q(z_k|x)},
+            \qquad z_k \sim q(z|x),
 
     with the ``K = num_samples`` guide samples per data point serving both terms. The second term
-    estimates :math:`\\log Z_\\beta` by importance sampling with the guide as proposal; it is
+    estimates :math:`\log Z_\beta` by importance sampling with the guide as proposal; it is
     computed at detached samples and guide densities, so it trains only the energy, whose
-    gradient is then eq. 7 (the ALB's :math:`-\\mathbb E_q[\\nabla E]` plus the self-normalised
-    :math:`\\sum_k \\bar w_k \\nabla E(z_k)`); decoder and guide get the ALB's gradient.
+    gradient is then eq. 7 (the ALB's :math:`-\mathbb E_q[\nabla E]` plus the self-normalised
+    :math:`\sum_k \bar w_k \nabla E(z_k)`); decoder and guide get the ALB's gradient.
 
     .. warning:: The paper shows that this estimator **fails** in practice (Sections 2.1 and
        4.1): the guide approximates the posterior :math:`p(z|x)`, not the prior, so its samples
-       do not represent :math:`e^{-E}`; :math:`\\log \\hat Z` is strongly biased (low) and its
+       do not represent :math:`e^{-E}`; :math:`\log \hat Z` is strongly biased (low) and its
        gradient high-variance, and the prior converges to a poor solution. Prefer
-       :class:`SSMPriorLoss` or :class:`AdversarialPriorLoss`.
+       :class:`SSMPriorLoss` or :class:`~pyro_vsm.infer.adversarial_prior.AdversarialPriorLoss`.
 
-    The value is :math:`-\\mathcal L` summed over the data plate (:meth:`terms`: ``"neg_alb"`` and
-    ``"log_z"``, the per-point :math:`\\log\\hat Z` summed over the plate). For finite ``K``
-    :math:`\\log\\hat Z` is biased low (Jensen), so the value is biased low too.
+    The value is :math:`-\mathcal L` summed over the data plate (:meth:`terms`: ``"neg_alb"`` and
+    ``"log_z"``, the per-point :math:`\log\hat Z` summed over the plate). For finite ``K``
+    :math:`\log\hat Z` is biased low (Jensen), so the value is biased low too.
 
     :param int num_samples: ``K``, guide samples per data point (= ``num_particles``).
-    :param num_particles: alias of ``num_samples`` (Pyro's name).
-    :param max_plate_nesting, vectorize_particles, retain_graph: as for
-        :class:`~pyro.infer.Trace_ELBO`.
+    :param int num_particles: alias of ``num_samples`` (Pyro's name).
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
     """
 
     _alb_trains_prior = True
@@ -323,10 +360,11 @@ class ImportanceWeightedPriorLoss(EnergyPriorLoss):
 
     @property
     def num_samples(self):
+        r"""``K``, the guide samples per data point (the same as ``num_particles``)."""
         return self.num_particles
 
     def _log_weights(self, site, guide_site, create_graph):
-        """``(log w, -E(z) at detached z)`` with the particle dim first."""
+        r"""``(log w, -E(z) at detached z)`` with the particle dim first."""
         z = site["value"].detach()
         lp = site["fn"].log_prob(z)
         if not create_graph:

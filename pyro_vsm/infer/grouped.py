@@ -20,7 +20,8 @@ A subclass implements one method, :meth:`GroupedLoss._objectives`, returning the
 * **Finiteness.** ``loss_and_grads`` reads all objective values back with one host
   synchronisation and raises :class:`~pyro_vsm.errors.NonFiniteLossError` naming the loss,
   step, phase, objective and site before any gradient is written, whether Pyro's validation is
-  on or off.
+  on or off. ``differentiable_loss`` does the same when :attr:`~GroupedLoss.check_finite` is
+  set (it is off by default, so that a step has no host synchronisation).
 * **Values.** :meth:`~GroupedLoss.loss` (``svi.evaluate_loss``) takes no step; ``svi.step``
   returns the sum of the step's objective values; :attr:`~GroupedLoss.last_terms` holds each
   objective's value of the last step as a detached tensor.
@@ -31,6 +32,12 @@ A subclass implements one method, :meth:`GroupedLoss._objectives`, returning the
 * **State.** :meth:`~GroupedLoss.state_dict` / :meth:`~GroupedLoss.load_state_dict` hold the
   schedule, the loss's own state and the parameters of the modules it owns, so a resumed run
   equals an uninterrupted one.
+* **Several processes** (DDP). Every decision a schedule takes from data (the values a
+  schedule reads, the lagging criterion, LiBI's round scores) is the mean over processes, so
+  every process takes the same phase; elements held fixed are chosen from the reduced gradient
+  (:mod:`~pyro_vsm.infer.distributed`). DDP must be told that a step may leave parameters without
+  a gradient (``find_unused_parameters=True``), and a non-finite value on one process must stop
+  all of them: :mod:`pyro_vsm.lightning` does both.
 
 Writing a loss on the base::
 
@@ -58,6 +65,7 @@ from torch import nn
 
 from .._checks import positive_int
 from ..errors import NonFiniteLossError
+from .distributed import mean_over_processes, world_size
 from .grouped_routing import (
     FrozenElements,
     expose_params,
@@ -66,6 +74,7 @@ from .grouped_routing import (
     routed_with_grads,
     split_params,
     trace_params,
+    track_optimizer_steps,
 )
 from .schedules import SinglePhase
 
@@ -130,6 +139,11 @@ class GroupedLoss(ELBO):
     :param bool vectorize_particles: draw the particles in one vectorized pass (a ``pyro.plate``
         left of the model's plates) instead of a Python loop.
     :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    Attribute :attr:`check_finite` (default ``False``): when set, ``differentiable_loss`` checks
+    the step's objective values like ``loss_and_grads`` does, at the cost of one host
+    synchronisation per step, and raises :class:`~pyro_vsm.errors.NonFiniteLossError` before any
+    gradient is routed.
     """
 
     def __init__(
@@ -157,6 +171,9 @@ class GroupedLoss(ELBO):
         self._members = {}  # param name -> names of the objectives that have trained it
         self._frozen = None
         self._in_svi = False
+        #: check the objective values in ``differentiable_loss`` (one host synchronisation)
+        self.check_finite = False
+        track_optimizer_steps()
 
     # -- what subclasses provide -----------------------------------------------------------------
     def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):
@@ -314,6 +331,8 @@ class GroupedLoss(ELBO):
             values = {o.name: o.value.detach() for o in objectives}
         else:
             values = {o.name: v for o, v in zip(objectives, values, strict=True)}
+        if self.schedule.reads_values and world_size() > 1:
+            values = mean_over_processes(values)  # every process takes the same decision
         self.schedule.advance(values)
 
     @staticmethod
@@ -373,12 +392,15 @@ class GroupedLoss(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
         r"""One step of the schedule for plain torch optimizers (``loss(model, guide)``): the total
         value, whose gradient reaches each active group from its own objective only. No host
-        synchronisation: check the value's finiteness yourself.
+        synchronisation unless :attr:`check_finite` is set: check the value's finiteness
+        yourself otherwise.
 
         :param model: the model.
         :param guide: the guide.
         """
-        _, objectives = self._step_objectives(model, guide, args, kwargs)
+        phase, objectives = self._step_objectives(model, guide, args, kwargs)
+        if self.check_finite:
+            self._checked_values(objectives, phase)
         self._register_members(objectives)
         proxy, pairs = None, []
         for o in objectives:

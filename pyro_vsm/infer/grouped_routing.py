@@ -8,6 +8,8 @@ sites hidden from SVI (:func:`hide_params`), accumulates each objective's gradie
 group, and re-emits exactly the parameters that received a gradient (:func:`expose_params`).
 """
 
+import weakref
+
 import pyro
 import torch
 from pyro import poutine
@@ -15,6 +17,8 @@ from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
+
+from .distributed import world_size
 
 __all__ = [
     "FrozenElements",
@@ -24,7 +28,31 @@ __all__ = [
     "routed_with_grads",
     "split_params",
     "trace_params",
+    "track_optimizer_steps",
 ]
+
+_stepping = None  # a weak reference to the optimizer whose step() is running, if any
+_tracking = []
+
+
+def _step_begins(optimizer, args, kwargs):
+    global _stepping
+    _stepping = weakref.ref(optimizer)
+
+
+def _step_ends(optimizer, args, kwargs):
+    global _stepping
+    _stepping = None
+
+
+def track_optimizer_steps():
+    r"""Installs (once per process) two global optimizer hooks recording which optimizer's
+    ``step`` is running, so that :class:`FrozenElements` created *inside* a step -- in the
+    closure that ``step(closure)`` calls first, as PyTorch Lightning's automatic optimization
+    does -- can save the state that step is about to change."""
+    if not _tracking:
+        _tracking.append(register_optimizer_step_pre_hook(_step_begins))
+        _tracking.append(register_optimizer_step_post_hook(_step_ends))
 
 
 def trace_params(*traces):
@@ -109,6 +137,13 @@ class FrozenElements:
     through each tensor's next optimizer step (torch's global optimizer step hooks, so it works
     for every ``pyro.optim`` and torch optimizer).
 
+    The tensors and their optimizer state are saved when that step begins or, when the step is
+    already running (the gradient is computed in the closure of ``optimizer.step(closure)``,
+    see :func:`track_optimizer_steps`), right away. Under data parallelism the elements held
+    fixed are those whose gradient *after* the reduction across processes is exactly zero,
+    which is the same on every process (a process's own gradient may vanish where another
+    process's does not, e.g. on an input that is zero throughout one process's minibatch).
+
     :param masks: ``[(leaf tensor, boolean mask)]``; ``True`` marks the elements held fixed.
     """
 
@@ -119,6 +154,9 @@ class FrozenElements:
             register_optimizer_step_pre_hook(self._pre),
             register_optimizer_step_post_hook(self._post),
         ]
+        running = _stepping() if _stepping is not None else None
+        if running is not None:
+            self._pre(running, (), {})
 
     def _owned(self, optimizer):
         for group in optimizer.param_groups:
@@ -144,6 +182,8 @@ class FrozenElements:
                 if saved is None:
                     continue
                 value, buffers = saved
+                if world_size() > 1 and p.grad is not None:
+                    mask = p.grad == 0  # the reduced gradient: the same mask on every process
                 p.copy_(torch.where(mask, value, p))
                 state = optimizer.state.get(p, {})
                 for k, v in buffers.items():

@@ -8,6 +8,7 @@ from pyro.infer import Trace_ELBO
 
 from .._checks import as_call_args, check_int
 from ..ops.sites import latent_sites
+from .distributed import mean_over_processes
 from .elbo_terms import negative_elbo_terms
 from .grouped import GroupedLoss, Objective, hide_params
 from .schedules import LaggingSchedule
@@ -99,6 +100,12 @@ class LaggingInferenceELBO(GroupedLoss):
     In aggressive mode the group that is not updated stays bit-identical (see the module
     docstring); a parameter read by both model and guide belongs to the model.
 
+    **Several processes** (DDP). Both rules act on the mean over processes: the inner rule on
+    the mean of the processes' guide objectives (an estimate on the union of their
+    minibatches), the outer rule on the mean of their criteria (for ``"mi"`` without
+    ``validation_data``: the mean of the per-minibatch estimates, not the estimate on the union
+    of the minibatches). So every process takes the same phase.
+
     The LiBI paper describes its "lagging" baseline differently ("divide the total number of
     epochs into R equal segments; in each train the inference network alone and then jointly");
     this class implements He et al.'s adaptive rule instead.
@@ -172,7 +179,8 @@ class LaggingInferenceELBO(GroupedLoss):
 
     def _before_step(self, model, guide, args, kwargs):
         if self.schedule.check_due:
-            self.schedule.record_criterion(self._criterion_value(model, guide, args, kwargs))
+            value = self._criterion_value(model, guide, args, kwargs)
+            self.schedule.record_criterion(mean_over_processes(value))
 
     def _objectives(self, model, guide, args, kwargs, *, phase, create_graph):
         terms = negative_elbo_terms(self, model, guide, args, kwargs)

@@ -9,6 +9,7 @@ from pyro import poutine
 from .._checks import as_call_args, check_int, check_positive
 from ..ops.henze_zirkler import henze_zirkler
 from ..ops.sites import latent_sites
+from .distributed import all_gather_rows, mean_over_processes
 from .elbo_terms import negative_elbo_terms
 from .grouped import GroupedLoss, Objective, hide_params, split_params, trace_params
 from .lagging import negative_elbo_estimate
@@ -78,6 +79,10 @@ class LiBILoss(GroupedLoss):
     latent site's scale (the plate's full size under subsampling). This has the minimisers of
     eq. 44 and gradients on the scale of the ELBO's. The penalties are computed on the batch
     passed to the step (the paper uses the full data set; pass the full data or large batches).
+    Under data parallelism (DDP) they are computed on the codes of *every* process's batch
+    (gathered differentiably), so the gradient DDP averages is that of the penalties on the
+    union of the batches; the validation score of a round is the mean over processes, so every
+    process restores the same round.
 
     **Numerics and optimisers.** The exponential penalties are continued linearly beyond an
     exponent of ``max_exponent`` (value and slope continuous); below it they are exactly the
@@ -280,12 +285,14 @@ class LiBILoss(GroupedLoss):
         log_lik = model_trace.log_prob_sum(
             lambda name, site: site["is_observed"] and name not in by_site
         )
-        n, p = codes.shape
+        n = codes.shape[0]
         scale = model_trace.nodes[next(iter(by_site))]["scale"]
         num_data = n * (scale.mean() if torch.is_tensor(scale) else float(scale))
+        codes = all_gather_rows(codes)  # the codes of every process (DDP)
+        n_all, p = codes.shape
         mean = codes.mean(0)
         centred = codes - mean
-        cov = centred.T @ centred / n
+        cov = centred.T @ centred / n_all
         eye = torch.eye(p, dtype=codes.dtype, device=codes.device)
         cov_err = ((cov - eye) ** 2).sum()
         mean_err = (mean**2).sum()
@@ -358,7 +365,7 @@ class LiBILoss(GroupedLoss):
         round on the ``"select"`` step and warns once when steps are taken after the end."""
         phase = self.phase
         if self.schedule.round_ended and phase != "done":
-            score = self._validation_score(model, guide, args, kwargs)
+            score = mean_over_processes(self._validation_score(model, guide, args, kwargs))
             if self.schedule.record_round(score):
                 params = self._params_by_name(model, guide, args, kwargs)
                 self._best_params = {n: p.detach().clone() for n, p in params.items()}

@@ -1,4 +1,4 @@
-"""M1 learning with separate guide updates (Algorithm 1 of Wenliang, 2022)."""
+r"""M1 learning with separate guide updates (Algorithm 1 of Wenliang, 2022)."""
 
 from .base import ScoreLoss
 from .grouped import Objective, split_params
@@ -12,18 +12,18 @@ from .schedules import AlternatingSchedule
 
 
 class M1Loss(ScoreLoss):
-    """Variational score matching with the M1 objective and alternating updates.
+    r"""Variational score matching with the M1 objective and alternating updates.
 
     Algorithm 1 of [1]: ``guide_steps = J`` guide-only updates on an inference objective, then one
     model update on
 
     .. math::
 
-        M_1(x) = \\mathbb{E}_{q(z|x)}\\Big[\\tfrac12\\lVert\\nabla_x\\log p_\\theta(x|z)\\rVert^2
-            + \\Delta_x\\log p_\\theta(x|z)\\Big] + \\tfrac12\\mathbb{E}_{q(z|x)}
-            \\lVert\\nabla_x\\log q(z|x)\\rVert^2 \\qquad \\text{(eq. 8)}
+        M_1(x) = \mathbb{E}_{q(z|x)}\Big[\tfrac12\lVert\nabla_x\log p_\theta(x|z)\rVert^2
+            + \Delta_x\log p_\theta(x|z)\Big] + \tfrac12\mathbb{E}_{q(z|x)}
+            \lVert\nabla_x\log q(z|x)\rVert^2 \qquad \text{(eq. 8)}
 
-    with :math:`z \\sim q` detached. The last term does not depend on the model and is left out of
+    with :math:`z \sim q` detached. The last term does not depend on the model and is left out of
     the model update (Proposition 3.1). Every ``svi.step`` is **one** update; the loss keeps a step
     counter (:attr:`schedule`) and :attr:`phase` tells which update the next step takes.
 
@@ -34,13 +34,13 @@ class M1Loss(ScoreLoss):
 
     Inference objectives (``inference=``):
 
-    * ``"kl"``: :math:`\\mathbb{D}_{KL}[q\\|p_\\theta(z|x)]` with reparametrised samples (the value
+    * ``"kl"``: :math:`\mathbb{D}_{KL}[q\|p_\theta(z|x)]` with reparametrised samples (the value
       reported is the negative ELBO);
     * ``"fisher"``: the posterior Fisher divergence without reparametrisation (``z`` detached);
     * ``"fisher-reparam"``: the posterior Fisher divergence with reparametrised ``z``.
 
     ``svi.step`` returns the objective of the update it took: the inference objective on guide
-    steps, :math:`\\tilde M_1` (eq. 8 without the guide-only term) on model steps. :meth:`loss`
+    steps, :math:`\tilde M_1` (eq. 8 without the guide-only term) on model steps. :meth:`loss`
     (and so ``svi.evaluate_loss``) returns the full eq. 8 for the current parameters, summed over the
     data plate like ``Trace_ELBO``; it works under ``torch.no_grad()``.
 
@@ -50,10 +50,18 @@ class M1Loss(ScoreLoss):
 
     :param str inference: ``"kl"``, ``"fisher"`` or ``"fisher-reparam"``.
     :param int guide_steps: ``J``, the guide updates per model update (0 freezes the guide).
-    :param num_particles, max_plate_nesting, vectorize_particles, laplacian, num_projections: see
-        :class:`~pyro_vsm.infer.base.ScoreLoss`.
+    :param int num_particles: number of samples from the guide per data point.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: draw the particles in one vectorized pass.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
 
-    [1] Li K. Wenliang, "On the failure of variational score matching for VAE models" (2022).
+    References:
+
+    [1] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     def __init__(self, inference="kl", guide_steps=1, **kwargs):

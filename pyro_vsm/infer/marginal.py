@@ -1,24 +1,25 @@
-"""Marginal score matching with a variational posterior: M2 (Swersky et al.) and M3 (Bao et al.).
+r"""Marginal score matching with a variational posterior: M2 (Swersky et al.) and M3 (Bao et al.).
 
-Both approximate the marginal Fisher divergence :math:`\\mathbb{D}_F[\\pi(x)\\|p_\\theta(x)]`, whose
-score :math:`\\nabla_x\\log p_\\theta(x) = \\mathbb{E}_{p_\\theta(z|x)}[s^p_\\theta(x|z)]` involves the
-exact posterior, by replacing the posterior with the guide (Wenliang, 2022, Section 4). With
-:math:`s^p_\\theta = \\nabla_x\\log p_\\theta(x|z)` and :math:`s^q = \\nabla_x\\log q(z|x)` at fixed
+Both approximate the marginal Fisher divergence :math:`\mathbb{D}_F[\pi(x)\|p_\theta(x)]`, whose
+score :math:`\nabla_x\log p_\theta(x) = \mathbb{E}_{p_\theta(z|x)}[s^p_\theta(x|z)]` involves the
+exact posterior, by replacing the posterior with the guide (Wenliang, 2022, Section 4; see
+:class:`M2Loss` and :class:`M3Loss` for the references). With
+:math:`s^p_\theta = \nabla_x\log p_\theta(x|z)` and :math:`s^q = \nabla_x\log q(z|x)` at fixed
 :math:`z`:
 
 .. math::
 
-    M_2(x) &= \\mathbb{E}_q\\big[\\lVert s^p_\\theta\\rVert^2 + \\nabla_x\\cdot s^p_\\theta\\big]
-        - \\tfrac12\\lVert\\mathbb{E}_q[s^p_\\theta]\\rVert^2 \\qquad\\text{(eq. 13)}
+    M_2(x) &= \mathbb{E}_q\big[\lVert s^p_\theta\rVert^2 + \nabla_x\cdot s^p_\theta\big]
+        - \tfrac12\lVert\mathbb{E}_q[s^p_\theta]\rVert^2 \qquad\text{(eq. 13)}
 
-    M_3(x) &= \\mathbb{E}_q\\big[s^q\\cdot s^p_\\theta + \\nabla_x\\cdot s^p_\\theta\\big]
-        + \\tfrac12\\lVert\\mathbb{E}_q[s^p_\\theta]\\rVert^2 \\qquad\\text{(eq. 15)}
+    M_3(x) &= \mathbb{E}_q\big[s^q\cdot s^p_\theta + \nabla_x\cdot s^p_\theta\big]
+        + \tfrac12\lVert\mathbb{E}_q[s^p_\theta]\rVert^2 \qquad\text{(eq. 15)}
 
-**Squared means.** The plug-in :math:`\\lVert\\frac1S\\sum_s f_s\\rVert^2` overestimates
-:math:`\\lVert\\mathbb{E}f\\rVert^2` by :math:`\\operatorname{tr}\\operatorname{Cov}[f]/S`. These losses
+**Squared means.** The plug-in :math:`\lVert\frac1S\sum_s f_s\rVert^2` overestimates
+:math:`\lVert\mathbb{E}f\rVert^2` by :math:`\operatorname{tr}\operatorname{Cov}[f]/S`. These losses
 use the U-statistic over pairs of distinct particles,
-:math:`\\frac{1}{S(S-1)}\\sum_{s\\neq t} f_s\\cdot f_t
-= \\frac{\\lVert\\sum_s f_s\\rVert^2 - \\sum_s\\lVert f_s\\rVert^2}{S(S-1)}`, which is unbiased, so
+:math:`\frac{1}{S(S-1)}\sum_{s\neq t} f_s\cdot f_t
+= \frac{\lVert\sum_s f_s\rVert^2 - \sum_s\lVert f_s\rVert^2}{S(S-1)}`, which is unbiased, so
 the estimates average to eqs. 13 and 15 for any ``S``; it needs ``num_particles >= 2``.
 
 Learning and inference alternate exactly as in :class:`~pyro_vsm.infer.m1.M1Loss` (``guide_steps``
@@ -38,7 +39,7 @@ from .m1 import M1Loss
 
 
 def _particle_sums(traces, max_plate_nesting):
-    """Per observed site: ``(Σ_s f_s, Σ_s ‖f_s‖², first ObservedScores)`` with ``f = s^p``.
+    r"""Per observed site: ``(Σ_s f_s, Σ_s ‖f_s‖², first ObservedScores)`` with ``f = s^p``.
 
     ``traces`` are either one particle-vectorized trace or one trace per particle. The sums are
     elementwise over the site's elements (no particle dim left).
@@ -66,8 +67,15 @@ def _particle_sums(traces, max_plate_nesting):
 
 
 def squared_mean_terms(traces, num_particles, max_plate_nesting):
-    """Per-site unbiased :math:`\\lVert\\mathbb{E}_q[s^p_\\theta]\\rVert^2`, summed over the data
-    plate (with plate scales, like ``Trace_ELBO``)."""
+    r"""Per-site unbiased :math:`\lVert\mathbb{E}_q[s^p_\theta]\rVert^2`, summed over the data
+    plate (with plate scales, like ``Trace_ELBO``).
+
+    :param traces: one particle-vectorized :class:`~pyro_vsm.infer.traces.ScoreTraces` or one
+        per particle.
+    :param int num_particles: the number ``S >= 2`` of particles.
+    :param int max_plate_nesting: the loss's plate nesting (locates the particle dimension).
+    :returns: ``{observed site name: scalar}``.
+    """
     terms = {}
     s = num_particles
     for name, (sum_f, sum_sq, obs) in _particle_sums(traces, max_plate_nesting).items():
@@ -83,7 +91,11 @@ def squared_mean_terms(traces, num_particles, max_plate_nesting):
 
 
 def m2_particle_terms(st):
-    """Per-site :math:`\\lVert s^p\\rVert^2 + \\nabla_x\\cdot s^p` of one trace."""
+    r"""Per-site :math:`\lVert s^p\rVert^2 + \nabla_x\cdot s^p` of one trace.
+
+    :param st: a :class:`~pyro_vsm.infer.traces.ScoreTraces` with data scores and Laplacians.
+    :returns: ``{observed site name: scalar}``.
+    """
     return {
         obs.name: obs.weight(sum_rightmost(obs.score_p.pow(2), obs.event_dim) + obs.laplacian).sum()
         for obs in st.observed
@@ -91,7 +103,12 @@ def m2_particle_terms(st):
 
 
 def m3_particle_terms(st):
-    """Per-site :math:`s^q\\cdot s^p + \\nabla_x\\cdot s^p` of one trace."""
+    r"""Per-site :math:`s^q\cdot s^p + \nabla_x\cdot s^p` of one trace.
+
+    :param st: a :class:`~pyro_vsm.infer.traces.ScoreTraces` with data scores of the model and
+        the guide and Laplacians.
+    :returns: ``{observed site name: scalar}``.
+    """
     return {
         obs.name: obs.weight(
             sum_rightmost(obs.score_q * obs.score_p, obs.event_dim) + obs.laplacian
@@ -108,17 +125,33 @@ def _combine(per_particle, squared_mean, sign):
 
 
 class M2Loss(M1Loss):
-    """Variational score matching with Swersky et al.'s marginal objective :math:`M_2` (eq. 13 of
-    Wenliang, 2022) and alternating inference updates.
+    r"""Variational score matching with Swersky et al.'s marginal objective :math:`M_2` [1]
+    (eq. 13 of [2]) and alternating inference updates.
 
     Same schedule, inference options, gradient routing and return values as
     :class:`~pyro_vsm.infer.m1.M1Loss` (see there); only the learning objective differs. The
-    squared mean :math:`\\lVert\\mathbb{E}_q[s^p]\\rVert^2` is estimated without the plug-in bias
+    squared mean :math:`\lVert\mathbb{E}_q[s^p]\rVert^2` is estimated without the plug-in bias
     (U-statistic over particle pairs; see :mod:`pyro_vsm.infer.marginal`), so
     ``num_particles >= 2``. :meth:`loss` returns the estimate of eq. 13 summed over the data plate.
 
-    [1] K. Swersky, M. Ranzato, D. Buchman, B. Marlin, N. Freitas, "On autoencoders and score
-    matching for energy based models", ICML 2011. [2] Li K. Wenliang (2022), Section 4.
+    :param str inference: ``"kl"``, ``"fisher"`` or ``"fisher-reparam"``.
+    :param int guide_steps: ``J``, the guide updates per model update (0 freezes the guide).
+    :param int num_particles: number of samples from the guide per data point, at least 2.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: draw the particles in one vectorized pass.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
+
+    References:
+
+    [1] `On Autoencoders and Score Matching for Energy Based Models`,
+        Kevin Swersky, Marc'Aurelio Ranzato, David Buchman, Benjamin M. Marlin, Nando de Freitas
+        (2011)
+
+    [2] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     _sign = -1.0
@@ -144,29 +177,42 @@ class M2Loss(M1Loss):
 
 
 class M3Loss(M2Loss):
-    """Variational score matching with Bao et al.'s marginal objective :math:`M_3` (eq. 15 of
-    Wenliang, 2022), alternating inference updates and optional bi-level model updates.
+    r"""Variational score matching with Bao et al.'s marginal objective :math:`M_3` [1] (eq. 15 of
+    [2]), alternating inference updates and optional bi-level model updates.
 
     With ``bilevel_steps = K > 0`` every model update first takes ``K`` inference updates on
-    *functional copies* :math:`\\phi_k` of the guide's parameters,
-    :math:`\\phi_{k+1} = \\phi_k - \\eta\\nabla_\\phi\\mathcal{L}_{\\text{inf}}(\\phi_k, \\theta)`
+    *functional copies* :math:`\phi_k` of the guide's parameters,
+    :math:`\phi_{k+1} = \phi_k - \eta\nabla_\phi\mathcal{L}_{\text{inf}}(\phi_k, \theta)`
     (``η = bilevel_lr``, starting from the current guide parameters), keeping the graph, and
-    evaluates :math:`M_3(\\theta, \\phi_K(\\theta))`: the model gradient then flows through the
-    guide update (Bao et al., 2020). The samples are then reparametrised,
-    :math:`z = z(\\epsilon; \\phi_K(\\theta))`, so the model gradient is the exact derivative of
-    the estimate (a finite-difference test checks this). The guide's own parameters are not changed by this; they
-    still move only on guide steps. ``K = 0`` is the plain objective.
+    evaluates :math:`M_3(\theta, \phi_K(\theta))`: the model gradient then flows through the
+    guide update (Bao et al. [1]). The samples are then reparametrised,
+    :math:`z = z(\epsilon; \phi_K(\theta))`, so the model gradient is the exact derivative of
+    the estimate. The guide's own parameters are not changed by this; they still move only on
+    guide steps. ``K = 0`` is the plain objective.
 
     The functional copies reach the guide through :func:`torch.func.functional_call` when the
     guide is a ``torch.nn.Module`` (e.g. a :class:`~pyro.nn.PyroModule`), else through
     ``poutine.substitute`` (a guide reading ``pyro.param``).
 
-    :param int bilevel_steps: ``K``.
-    :param float bilevel_lr: step size of the unrolled inference updates.
-    :param kwargs: as for :class:`M2Loss`.
+    :param str inference: ``"kl"``, ``"fisher"`` or ``"fisher-reparam"``.
+    :param int guide_steps: ``J``, the guide updates per model update (0 freezes the guide).
+    :param int bilevel_steps: ``K``, the unrolled inference updates per model update.
+    :param float bilevel_lr: step size :math:`\eta` of the unrolled inference updates.
+    :param int num_particles: number of samples from the guide per data point, at least 2.
+    :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
+    :param bool vectorize_particles: draw the particles in one vectorized pass.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param retain_graph: as for :class:`~pyro.infer.Trace_ELBO`.
 
-    [1] F. Bao, C. Li, K. Xu, H. Su, J. Zhu, B. Zhang, "Bi-level score matching for learning
-    energy-based latent variable models", NeurIPS 2020. [2] Li K. Wenliang (2022), Section 4.
+    References:
+
+    [1] `Bi-level Score Matching for Learning Energy-based Latent Variable Models`,
+        Fan Bao, Chongxuan Li, Kun Xu, Hang Su, Jun Zhu, Bo Zhang (2020)
+
+    [2] `On the failure of variational score matching for VAE models`,
+        Li K. Wenliang (2022)
     """
 
     _sign = 1.0
@@ -194,7 +240,7 @@ class M3Loss(M2Loss):
 
     @contextlib.contextmanager
     def _unrolled_context(self, where):
-        """Reports a distribution rejecting unrolled guide parameters as a divergence."""
+        r"""Reports a distribution rejecting unrolled guide parameters as a divergence."""
         try:
             yield
         except ScoreObjectiveError:
@@ -208,7 +254,7 @@ class M3Loss(M2Loss):
             ) from e
 
     def _unrolled_guide(self, model, guide, args, kwargs):
-        """The guide with its parameters replaced by ``K`` differentiable inference updates."""
+        r"""The guide with its parameters replaced by ``K`` differentiable inference updates."""
         total, _, traces = self._inference_objective(model, guide, args, kwargs)
         _, guide_params = split_params(
             [st.model_trace for st in traces], [st.guide_trace for st in traces]
@@ -237,7 +283,7 @@ class M3Loss(M2Loss):
 
     @staticmethod
     def _substitution(guide, guide_params):
-        """``phi -> guide`` running with the parameter values ``phi`` (keyed by Pyro name)."""
+        r"""``phi -> guide`` running with the parameter values ``phi`` (keyed by Pyro name)."""
         if isinstance(guide, torch.nn.Module):
             by_ptr = {p.data_ptr(): n for n, p in guide.named_parameters()}
             local = {}

@@ -35,6 +35,10 @@ __all__ = [
 class Schedule:
     r"""The protocol of every schedule: a step counter and the phase of the next step."""
 
+    #: whether :meth:`advance` decides from the values it is given (a loss on several processes
+    #: then passes their mean over processes)
+    reads_values = False
+
     def __init__(self):
         self.step = 0
 
@@ -236,6 +240,8 @@ class LaggingSchedule(Schedule):
     :param int max_inner_steps: the most guide steps per run.
     :param int check_every: model steps between two evaluations of the criterion.
     """
+
+    reads_values = True
 
     def __init__(self, inner_window=15, max_inner_steps=100, check_every=1):
         super().__init__()

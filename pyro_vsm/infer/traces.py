@@ -1,4 +1,4 @@
-"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
+r"""Guide trace → model replay, and the score plumbing shared by every score-matching loss.
 
 One call of :func:`trace_scores` runs the guide once, replays the model on the guide's latent
 values and returns, per observed site and per latent site, the pieces a score objective needs:
@@ -42,7 +42,19 @@ def _is_real_support(support):
 
 @dataclass
 class ObservedScores:
-    """Score-matching ingredients of one observed site (all shaped like the site's batch)."""
+    r"""Score-matching ingredients of one observed site (all shaped like the site's batch).
+
+    :param str name: the site's name.
+    :param fn: the site's distribution :math:`p(x|z)`.
+    :param torch.Tensor value: the observed data ``x``.
+    :param scale: the site's plate-subsampling scale (a number or tensor).
+    :param mask: the site's mask (``None``, a bool or a bool tensor).
+    :param int event_dim: the number of event dimensions of the site.
+    :param torch.Tensor score_p: :math:`\nabla_x\log p(x|z)`, batch and event shape.
+    :param torch.Tensor laplacian: :math:`\Delta_x\log p(x|z)`, batch shape.
+    :param torch.Tensor score_q: :math:`\nabla_x\log q(z|x)` at fixed :math:`z`, batch and
+        event shape.
+    """
 
     name: str
     fn: object
@@ -55,13 +67,25 @@ class ObservedScores:
     score_q: torch.Tensor | None = None  # ∇ₓ log q(z|x) at fixed z, batch + event shape
 
     def weight(self, term):
-        """Applies the site's plate-subsampling scale and mask to a per-element term."""
+        r"""Applies the site's plate-subsampling scale and mask to a per-element term.
+
+        :param torch.Tensor term: a term of the site's batch shape.
+        """
         return scale_and_mask(term, self.scale, self.mask)
 
 
 @dataclass
 class LatentScores:
-    """Scores of one latent site at the value the model was replayed with."""
+    r"""Scores of one latent site at the value the model was replayed with.
+
+    :param str name: the site's name.
+    :param torch.Tensor value: the latent value :math:`z` the model was replayed with.
+    :param scale: the guide site's plate-subsampling scale (a number or tensor).
+    :param mask: the guide site's mask (``None``, a bool or a bool tensor).
+    :param int event_dim: the number of event dimensions of the site.
+    :param torch.Tensor score_q: :math:`\nabla_z\log q(z|x)`.
+    :param torch.Tensor score_p: :math:`\nabla_z\log p(x, z)`.
+    """
 
     name: str
     value: torch.Tensor
@@ -72,12 +96,24 @@ class LatentScores:
     score_p: torch.Tensor | None = None  # ∇_z log p(x, z)
 
     def weight(self, term):
+        r"""Applies the site's plate-subsampling scale and mask to a per-element term.
+
+        :param torch.Tensor term: a term of the site's batch shape.
+        """
         return scale_and_mask(term, self.scale, self.mask)
 
 
 @dataclass
 class ScoreTraces:
-    """Everything one (possibly particle-vectorized) guide/model execution produced."""
+    r"""Everything one (possibly particle-vectorized) guide/model execution produced.
+
+    :param model_trace: the model's trace (subsample sites pruned).
+    :param guide_trace: the guide's trace (subsample sites pruned).
+    :param int num_vectorized: the size of the particle plate (1 without one).
+    :param list observed: one :class:`ObservedScores` per observed site.
+    :param list latents: one :class:`LatentScores` per latent site (when latent scores were
+        requested).
+    """
 
     model_trace: Trace
     guide_trace: Trace
@@ -129,7 +165,7 @@ def _observed_sites(model_trace, loss_name, check_data):
 
 
 def _replay_trace(guide_trace, values):
-    """A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
+    r"""A copy of ``guide_trace`` (subsample sites included) with latent values replaced."""
     tr = Trace()
     for name, site in guide_trace.nodes.items():
         tr.nodes[name] = dict(site, value=values[name]) if name in values else site
@@ -137,7 +173,7 @@ def _replay_trace(guide_trace, values):
 
 
 def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
-    """Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
+    r"""Sums log-densities over everything but the particle dim: shape ``[S]`` or ``[]``."""
     total = 0.0
     for lp in log_probs:
         if num_vectorized > 1:
@@ -150,7 +186,7 @@ def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
 
 
 def _per_particle_grad(output, inputs, num_vectorized, create_graph):
-    """Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
+    r"""Gradients of ``output`` (``[S]`` or scalar) w.r.t. ``inputs``, one per particle."""
     if num_vectorized > 1:
         eye = torch.eye(num_vectorized, dtype=output.dtype, device=output.device)
         grads = torch.autograd.grad(
@@ -167,7 +203,7 @@ def _per_particle_grad(output, inputs, num_vectorized, create_graph):
 
 
 class DataLocator:
-    """Finds, for each observed site, the guide argument holding its data.
+    r"""Finds, for each observed site, the guide argument holding its data.
 
     The result is cached per site name; under Pyro validation the cached relation is re-checked.
     """
@@ -201,6 +237,19 @@ class DataLocator:
         return torch.equal(arg.index_select(dim, idx), value)
 
     def locate(self, name, site, args, kwargs, subsamples, loss_name):
+        r"""Where the data of observed site ``name`` sits among the guide's arguments.
+
+        :param str name: the observed site's name.
+        :param dict site: the site in the model's (unpruned) trace.
+        :param tuple args: the guide's positional arguments.
+        :param dict kwargs: the guide's keyword arguments.
+        :param dict subsamples: ``{plate name: indices}`` of the subsampling plates.
+        :param str loss_name: the name used in error messages.
+        :returns: ``(key, relation)``: ``key`` is ``("arg", index)`` or ``("kwarg", name)``;
+            ``relation`` is ``None`` when the argument is the observed tensor itself, else
+            ``(dim, plate name)``: the plate subsamples the argument along ``dim``.
+        :raises ~pyro_vsm.errors.ScoreObjectiveError: when no argument holds the data.
+        """
         value = site["value"]
         items = dict(self._arg_items(args, kwargs))
         cached = self._cache.get(name)
@@ -253,8 +302,13 @@ def trace_scores(
     locator=None,
     loss_name="score objective",
 ):
-    """Runs guide and model once and collects the requested scores.
+    r"""Runs guide and model once and collects the requested scores.
 
+    :param model: the Pyro model.
+    :param guide: the Pyro guide; it must receive the observed data as an argument when
+        ``need_guide_x_scores``.
+    :param tuple args: positional arguments of the model and guide.
+    :param dict kwargs: keyword arguments of the model and guide.
     :param str latent_mode: ``"reparam"`` keeps the reparametrised latent values (gradients reach
         the guide's parameters through ``z``); ``"detach"`` detaches them, so the model's terms see
         a fixed ``z`` and guide parameters are reached only through the analytic densities.
@@ -264,10 +318,19 @@ def trace_scores(
     :param bool need_guide_x_scores: compute ``∇ₓ log q(z|x)`` at fixed ``z`` per observed site.
     :param bool create_graph: keep the scores differentiable in the parameters.
     :param bool require_reparam: raise unless every latent guide site has ``rsample``.
+    :param str laplacian: ``"auto"``, ``"exact"`` or ``"hutchinson"``; see
+        :func:`pyro_vsm.ops.scores.score_and_laplacian`.
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
     :param int num_vectorized: size of the particle plate the model and guide are wrapped in
         (1 when particles are not vectorized).
+    :param max_plate_nesting: the plate nesting of the model and guide (locates the particle
+        dimension when ``num_vectorized > 1``).
     :param DataLocator locator: caches where each observed site's data sits in the guide's args.
+    :param str loss_name: the name used in error messages.
     :returns: :class:`ScoreTraces`
+    :raises ~pyro_vsm.errors.ScoreObjectiveError: when the model or guide does not fit score
+        objectives (no continuous observed site, discrete or non-reparametrisable latents where
+        they are not allowed, guide without the data).
     """
     validate = is_validation_enabled()
     detach = latent_mode == "detach"
@@ -433,7 +496,7 @@ def _guide_x_scores(
 
 
 def _z_scores(guide, args, kwargs, replay_trace, values, detach, create_graph, result):
-    """Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
+    r"""Fills ``result.latents`` with ``∇_z log q(z|x)`` and ``∇_z log p(x, z)`` at ``values``."""
     model_trace, guide_trace = result.model_trace, result.guide_trace
     names = list(values)
     with torch.enable_grad():

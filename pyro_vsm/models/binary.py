@@ -65,10 +65,10 @@ class BinaryLatentVAE(PyroModule):
     References:
 
     [1] `On the failure of variational score matching for VAE models`,
-        L. K. Wenliang (2022)
+        Li K. Wenliang (2022)
 
     [2] `The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables`,
-        C. J. Maddison, A. Mnih, Y. W. Teh (2017)
+        Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
     """
 
     def __init__(

@@ -30,10 +30,10 @@ values of :math:`F \approx x`, would otherwise lose all its float32 digits at la
 
 References:
 
-[1] `NIST Digital Library of Mathematical Functions`,
-    F. W. J. Olver, A. B. Olde Daalhuis, D. W. Lozier, B. I. Schneider, R. F. Boisvert,
-    C. W. Clark, B. R. Miller, B. V. Saunders, H. S. Cohl, M. A. McClain (eds.) (2023),
-    Chapter 10
+[1] `NIST Digital Library of Mathematical Functions, Chapter 10`,
+    Frank W. J. Olver, Adri B. Olde Daalhuis, Daniel W. Lozier, Barry I. Schneider, Ronald F.
+    Boisvert, Charles W. Clark, Bruce R. Miller, Bonita V. Saunders, Howard S. Cohl, Marjorie A.
+    McClain (eds.) (2023)
 """
 
 import functools

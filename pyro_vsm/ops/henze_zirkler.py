@@ -8,7 +8,7 @@ For codes :math:`x_1, \dots, x_n \in \mathbb{R}^p` with mean :math:`\bar x` and 
     D_{ij} = (x_i - x_j)^\top S^{-1} (x_i - x_j), \qquad
     D_i = (x_i - \bar x)^\top S^{-1} (x_i - \bar x).
 
-The statistic of Henze & Zirkler (1990), scaled by :math:`n`, is
+The statistic of Henze & Zirkler [1], scaled by :math:`n`, is
 
 .. math::
 
@@ -21,10 +21,10 @@ with the smoothing parameter
 :math:`n` times a weighted :math:`L^2` distance between the empirical characteristic function of
 the standardised codes and that of :math:`\mathcal N(0, I_p)`, so it is non-negative, invariant
 under non-singular affine maps of the codes, of order 1 for normal codes and grows like :math:`n`
-under fixed non-normal alternatives. LiBI (Yacoby, Pan & Doshi-Velez, eq. 44) uses it as a
+under fixed non-normal alternatives. LiBI ([2], eqs. 7, 43 and 44) uses it as a
 smooth penalty pushing amortised codes :math:`z_n = h(x_n)` towards normality.
 
-The p-value uses the lognormal approximation of the null distribution of Henze & Zirkler (1990),
+The p-value uses the lognormal approximation of the null distribution of Henze & Zirkler [1],
 with the exact first two null moments of the statistic:
 with :math:`a = 1 + 2\beta^2` and :math:`w = (1 + \beta^2)(1 + 3\beta^2)`,
 
@@ -46,12 +46,13 @@ the codes are whitened by a triangular solve, :math:`y_i = L^{-1} s_i`, so that
 :math:`O(n^2 p)` time and :math:`O(n^2)` memory. Everything stays on the device and dtype of the
 input and the statistic is differentiable with respect to the codes.
 
-References
+References:
 
-* N. Henze, B. Zirkler. *A class of invariant consistent tests for multivariate normality*.
-  Communications in Statistics -- Theory and Methods 19(10), 3595--3617, 1990.
-* Y. Yacoby, W. Pan, F. Doshi-Velez. *Characterizing and Avoiding Problematic Global Optima of
-  Variational Autoencoders*. 2020 (LiBI, eqs. 7, 43 and 44).
+[1] `A class of invariant consistent tests for multivariate normality`,
+    Norbert Henze, Bernd Zirkler (1990)
+
+[2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
+    Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
 """
 
 import math
@@ -68,7 +69,12 @@ SINGULAR_RTOL = 100.0
 
 
 def henze_zirkler_beta(n, p):
-    r"""The smoothing parameter :math:`\beta = 2^{-1/2} ((2p+1)/4)^{1/(p+4)} n^{1/(p+4)}`."""
+    r"""The smoothing parameter :math:`\beta = 2^{-1/2} ((2p+1)/4)^{1/(p+4)} n^{1/(p+4)}`.
+
+    :param int n: the number of points.
+    :param int p: the dimension of the points.
+    :returns: :math:`\beta`, a Python float.
+    """
     return ((2.0 * p + 1.0) / 4.0) ** (1.0 / (p + 4.0)) * n ** (1.0 / (p + 4.0)) / math.sqrt(2.0)
 
 
@@ -77,6 +83,10 @@ def henze_zirkler_null_moments(n, p):
 
     These are the moments used by the lognormal approximation of the p-value (see the module
     docstring); they depend on ``n`` only through :math:`\beta`.
+
+    :param int n: the number of points.
+    :param int p: the dimension of the points.
+    :returns: ``(mean, variance)``, Python floats.
     """
     b2 = henze_zirkler_beta(n, p) ** 2
     b4, b8 = b2**2, b2**4
@@ -113,7 +123,7 @@ def _check_codes(codes, check=True):
 
 
 def _whiten(x, jitter, check=True):
-    """Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
+    r"""Whitened codes ``y``: ``‖y_i‖² = D_i``, the Mahalanobis distance to the mean (divisor n).
 
     With ``check=False`` nothing is read back to the host: degenerate codes give non-finite
     values instead of an error."""

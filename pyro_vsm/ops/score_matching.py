@@ -7,7 +7,7 @@ projection instead of :math:`d` backward passes for the Laplacian.
 References:
 
 [1] `Sliced Score Matching: A Scalable Approach to Density and Score Estimation`,
-    Y. Song, S. Garg, J. Shi, S. Ermon (2020)
+    Yang Song, Sahaj Garg, Jiaxin Shi, Stefano Ermon (2020)
 """
 
 import torch
@@ -27,6 +27,10 @@ def _projection(like, kind):
 
 
 def check_projection(projection):
+    r"""Raises ``ValueError`` unless ``projection`` is one of :data:`PROJECTIONS`.
+
+    :param str projection: the name of a projection distribution.
+    """
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
 
@@ -40,7 +44,20 @@ def ssm_terms(
     variance_reduction,
     create_graph,
 ):
-    """``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``."""
+    r"""``(J, log_density(z))`` per element, ``z`` a detached leaf copy of ``value``.
+
+    The work of :func:`sliced_score_matching`, which checks the arguments; the log-density is
+    returned too so that callers can reuse it.
+
+    :param log_density: callable ``z -> log p~(z)``, shape ``z.shape[:-event_dim]``.
+    :param torch.Tensor value: points ``z``.
+    :param int event_dim: number of trailing event dims of ``z``.
+    :param int num_projections: number of projections :math:`v` averaged over.
+    :param str projection: ``"rademacher"`` or ``"gaussian"``.
+    :param bool variance_reduction: use the variance-reduced form.
+    :param bool create_graph: keep the result differentiable in the density's parameters.
+    :returns: ``(J, log_density(z))``, both of shape ``value.shape[:-event_dim]``.
+    """
     z = value.detach().requires_grad_(True)
     with torch.enable_grad():
         lp = log_density(z)
@@ -89,28 +106,32 @@ def sliced_score_matching(
     variance_reduction=True,
     create_graph=True,
 ):
-    """Per-sample sliced score matching objective (Song et al., 2020) of an unnormalized density.
+    r"""Per-sample sliced score matching objective (Song et al., 2020) of an unnormalized density.
 
-    With :math:`s(z) = \\nabla_z \\log\\tilde p(z) = -\\nabla_z E(z)` and projections :math:`v` with
-    :math:`\\mathbb E[vv^\\top] = I` (Rademacher or standard Gaussian),
+    With :math:`s(z) = \nabla_z \log\tilde p(z) = -\nabla_z E(z)` and projections :math:`v` with
+    :math:`\mathbb E[vv^\top] = I` (Rademacher or standard Gaussian),
 
     .. math::
 
-        J(z) = \\tfrac12\\lVert s(z)\\rVert^2 + v^\\top \\nabla_z\\big(v^\\top s(z)\\big)
-        \\quad\\text{(variance reduced)}, \\qquad
-        J(z) = \\tfrac12 (v^\\top s(z))^2 + v^\\top \\nabla_z\\big(v^\\top s(z)\\big),
+        J(z) = \tfrac12\lVert s(z)\rVert^2 + v^\top \nabla_z\big(v^\top s(z)\big)
+        \quad\text{(variance reduced)}, \qquad
+        J(z) = \tfrac12 (v^\top s(z))^2 + v^\top \nabla_z\big(v^\top s(z)\big),
 
     averaged over ``num_projections`` draws of :math:`v`. Both have expectation (over :math:`v`)
-    :math:`\\tfrac12\\lVert\\nabla E\\rVert^2 - \\Delta E`, Hyvärinen's score-matching objective,
+    :math:`\tfrac12\lVert\nabla E\rVert^2 - \Delta E`, Hyvärinen's score-matching objective,
     whose expectation under the data equals the Fisher divergence up to a constant. (Algorithm 1
     of "Variational inference with unnormalized priors" writes the Hessian term with a ``+``
-    sign; with :math:`s = -\\nabla E` the correct sign is the one above.)
+    sign; with :math:`s = -\nabla E` the correct sign is the one above.)
 
     :param log_density: callable ``z -> log p~(z)``, shape ``z.shape[:-event_dim]`` (e.g. an
         ``EnergyDistribution``'s ``log_prob`` or ``lambda z: -energy(z)``).
     :param torch.Tensor value: points ``z``; they are detached (the objective is a function of
         the density's parameters only).
     :param int event_dim: number of trailing event dims of ``z``.
+    :param int num_projections: number of projections :math:`v` averaged over.
+    :param str projection: the distribution of :math:`v`, ``"rademacher"`` or ``"gaussian"``.
+    :param bool variance_reduction: use the variance-reduced form (the exact
+        :math:`\tfrac12\lVert s\rVert^2` instead of its projection).
     :param bool create_graph: keep the result differentiable in the density's parameters.
     :returns: ``J`` per sample, shape ``value.shape[:-event_dim]``.
     """

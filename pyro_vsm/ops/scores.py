@@ -1,21 +1,21 @@
-"""Scores and Laplacians of observation densities.
+r"""Scores and Laplacians of observation densities.
 
-For an observed site with density :math:`p(x \\mid z)` these helpers return the data score
-:math:`s(x) = \\nabla_x \\log p(x \\mid z)` and its divergence (the Laplacian of the log-density)
-:math:`\\Delta_x \\log p(x \\mid z) = \\nabla_x \\cdot s(x)`, per element of the site's batch shape
+For an observed site with density :math:`p(x \mid z)` these helpers return the data score
+:math:`s(x) = \nabla_x \log p(x \mid z)` and its divergence (the Laplacian of the log-density)
+:math:`\Delta_x \log p(x \mid z) = \nabla_x \cdot s(x)`, per element of the site's batch shape
 (so per particle and per data point), at fixed :math:`z`.
 
 Closed forms are used where the family allows them:
 
 * ``Normal(loc, scale)`` (also inside ``Independent``/``to_event`` and ``expand``):
-  :math:`s = -(x - \\mu) / \\sigma^2` and :math:`\\Delta = -\\sum_i \\sigma_i^{-2}`;
-* ``MultivariateNormal(loc, scale_tril=L)``: :math:`s = -\\Sigma^{-1}(x - \\mu)` and
-  :math:`\\Delta = -\\operatorname{tr}\\Sigma^{-1} = -\\lVert L^{-1} \\rVert_F^2`.
+  :math:`s = -(x - \mu) / \sigma^2` and :math:`\Delta = -\sum_i \sigma_i^{-2}`;
+* ``MultivariateNormal(loc, scale_tril=L)``: :math:`s = -\Sigma^{-1}(x - \mu)` and
+  :math:`\Delta = -\operatorname{tr}\Sigma^{-1} = -\lVert L^{-1} \rVert_F^2`.
 
 Everything else goes through autograd: the score by one backward pass through ``log_prob``, the
 Laplacian either exactly (one backward pass per event dimension, for small events) or by
-Hutchinson's estimator :math:`\\mathbb{E}_v[v^\\top \\nabla_x (v^\\top s)]` with Rademacher ``v``, whose
-expectation is the exact trace because :math:`\\mathbb{E}[v v^\\top] = I`.
+Hutchinson's estimator :math:`\mathbb{E}_v[v^\top \nabla_x (v^\top s)]` with Rademacher ``v``, whose
+expectation is the exact trace because :math:`\mathbb{E}[v v^\top] = I`.
 """
 
 import math
@@ -32,7 +32,7 @@ EXACT_LAPLACIAN_MAX_DIM = 16
 
 
 def _unwrap_gaussian(fn):
-    """Returns ``(kind, params)`` for Gaussian families with a closed form, else ``None``.
+    r"""Returns ``(kind, params)`` for Gaussian families with a closed form, else ``None``.
 
     ``kind`` is ``"normal"`` (params: loc, scale) or ``"mvn"`` (params: loc, scale_tril).
     ``Independent`` and ``ExpandedDistribution`` wrappers are looked through: the caller
@@ -53,7 +53,10 @@ def _unwrap_gaussian(fn):
 
 
 def has_closed_form(fn):
-    """Whether :func:`score_and_laplacian` has closed forms for distribution ``fn``."""
+    r"""Whether :func:`score_and_laplacian` has closed forms for distribution ``fn``.
+
+    :param fn: a distribution.
+    """
     return _unwrap_gaussian(fn) is not None
 
 
@@ -62,7 +65,11 @@ def _event_numel(fn):
 
 
 def expand_value(fn, value):
-    """Broadcasts ``value`` to ``fn.batch_shape + fn.event_shape`` (one copy per particle)."""
+    r"""Broadcasts ``value`` to ``fn.batch_shape + fn.event_shape`` (one copy per particle).
+
+    :param fn: a distribution.
+    :param torch.Tensor value: a value of ``fn``, broadcastable to its batch and event shape.
+    """
     shape = fn.batch_shape + fn.event_shape
     if value.shape != shape:
         value = value.expand(torch.broadcast_shapes(shape, value.shape))
@@ -70,7 +77,7 @@ def expand_value(fn, value):
 
 
 def closed_form_score_and_laplacian(fn, value):
-    """Closed-form :math:`(\\nabla_x \\log p(x), \\Delta_x \\log p(x))` for Gaussian ``fn``.
+    r"""Closed-form :math:`(\nabla_x \log p(x), \Delta_x \log p(x))` for Gaussian ``fn``.
 
     :param fn: a (possibly ``Independent`` or expanded) ``Normal`` or ``MultivariateNormal``.
     :param torch.Tensor value: the point ``x``, broadcastable to ``batch_shape + event_shape``.
@@ -102,10 +109,14 @@ def closed_form_score_and_laplacian(fn, value):
 
 
 def autograd_score(fn, value, create_graph=True):
-    """:math:`\\nabla_x \\log p(x)` by one backward pass; returns ``(score, leaf)``.
+    r""":math:`\nabla_x \log p(x)` by one backward pass; returns ``(score, leaf)``.
 
     ``leaf`` is the detached copy of ``value`` (expanded to one copy per batch element) that the
     score was taken at; pass it on to :func:`exact_laplacian` or :func:`hutchinson_laplacian`.
+
+    :param fn: the distribution :math:`p`.
+    :param torch.Tensor value: the point ``x``, broadcastable to ``batch_shape + event_shape``.
+    :param bool create_graph: keep the score differentiable (needed for a Laplacian).
     """
     leaf = expand_value(fn, value).detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -114,11 +125,13 @@ def autograd_score(fn, value, create_graph=True):
 
 
 def exact_laplacian(score, leaf, event_dim, create_graph=True):
-    """Exact :math:`\\nabla_x \\cdot s(x)` by one backward pass per event element.
+    r"""Exact :math:`\nabla_x \cdot s(x)` by one backward pass per event element.
 
-    :param score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
-    :param leaf: the tensor ``x`` that ``score`` was computed from.
+    :param torch.Tensor score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
+    :param torch.Tensor leaf: the tensor ``x`` that ``score`` was computed from.
     :param int event_dim: number of rightmost event dimensions of ``leaf``.
+    :param bool create_graph: keep the result differentiable.
+    :returns: the Laplacian, of shape ``leaf.shape[:-event_dim]``.
     """
     batch_shape = leaf.shape[: leaf.dim() - event_dim]
     flat_score = score.reshape(batch_shape + (-1,))
@@ -132,9 +145,16 @@ def exact_laplacian(score, leaf, event_dim, create_graph=True):
 
 
 def hutchinson_laplacian(score, leaf, event_dim, num_projections=1, create_graph=True):
-    """Unbiased Hutchinson estimate :math:`v^\\top \\nabla_x (v^\\top s(x))`, Rademacher ``v``.
+    r"""Unbiased Hutchinson estimate :math:`v^\top \nabla_x (v^\top s(x))`, Rademacher ``v``.
 
     Averaged over ``num_projections`` independent projections; one backward pass each.
+
+    :param torch.Tensor score: :math:`s(x)` computed from ``leaf`` with ``create_graph=True``.
+    :param torch.Tensor leaf: the tensor ``x`` that ``score`` was computed from.
+    :param int event_dim: number of rightmost event dimensions of ``leaf``.
+    :param int num_projections: number of Rademacher projections averaged over.
+    :param bool create_graph: keep the result differentiable.
+    :returns: the estimate, of shape ``leaf.shape[:-event_dim]``.
     """
     dims = tuple(range(-event_dim, 0))
     total = 0.0
@@ -148,19 +168,25 @@ def hutchinson_laplacian(score, leaf, event_dim, num_projections=1, create_graph
 
 
 def check_laplacian_method(method):
+    r"""Raises ``ValueError`` unless ``method`` is one of :data:`LAPLACIAN_METHODS`.
+
+    :param str method: the ``laplacian`` option of a loss or of :func:`score_and_laplacian`.
+    """
     if method not in LAPLACIAN_METHODS:
         raise ValueError(f"laplacian must be one of {LAPLACIAN_METHODS}, got {method!r}")
 
 
 def score_and_laplacian(fn, value, laplacian="auto", num_projections=1, need_laplacian=True):
-    """Score and Laplacian of ``log fn.log_prob`` at ``value``, per batch element.
+    r"""Score and Laplacian of ``log fn.log_prob`` at ``value``, per batch element.
 
-    :param fn: the observation distribution :math:`p(x \\mid z)`; its parameters may depend on
+    :param fn: the observation distribution :math:`p(x \mid z)`; its parameters may depend on
         model parameters (the results stay differentiable in them).
-    :param value: the observed ``x``.
+    :param torch.Tensor value: the observed ``x``.
     :param str laplacian: ``"auto"`` (closed form where known, else exact for at most
         :data:`EXACT_LAPLACIAN_MAX_DIM` event elements, else Hutchinson), ``"exact"`` (closed form
         where known, else the autograd loop) or ``"hutchinson"`` (always the stochastic estimate).
+    :param int num_projections: Rademacher projections per Hutchinson estimate.
+    :param bool need_laplacian: compute the Laplacian (``False``: the score only).
     :returns: ``(score, laplacian)`` shaped ``batch_shape + event_shape`` and ``batch_shape``;
         the Laplacian is ``None`` when ``need_laplacian`` is false.
     """

@@ -11,10 +11,10 @@ for ``d = 1``.
 References:
 
 [1] `Learning Implicit Generative Models Using Differentiable Graph Tests`,
-    J. Djolonga, A. Krause (2017)
+    Josip Djolonga, Andreas Krause (2017)
 
 [2] `Multivariate generalizations of the Wald-Wolfowitz and Smirnov two-sample tests`,
-    J. H. Friedman, L. C. Rafsky (1979)
+    Jerome H. Friedman, Lawrence C. Rafsky (1979)
 """
 
 import math
@@ -178,7 +178,7 @@ def _cross_weight(weights, n1):
 
 
 def _cross_weight_permuted(weights, member):
-    """Cross-sample weight for a batch of relabellings (``member[b, i] = 1``: i in sample 1)."""
+    r"""Cross-sample weight for a batch of relabellings (``member[b, i] = 1``: i in sample 1)."""
     other = 1.0 - member
     return ((member @ weights) * other).sum(1) + ((other @ weights) * member).sum(1)
 
@@ -251,8 +251,9 @@ def smooth_knn_statistic(
 
     which has mean exactly 0 (given the pooled points, hence also on average) and variance
     about 1 when :math:`x` and :math:`y` are exchangeable, and grows (like a z-score) as the
-    distributions separate: smaller is better, values near 0 mean "indistinguishable". :math:`\varepsilon` only guards against a degenerate (uniform)
-    graph, whose permutation variance is 0. The statistic is differentiable with respect to
+    distributions separate: smaller is better, values near 0 mean "indistinguishable".
+    :math:`\varepsilon` only guards against a degenerate (uniform) graph, whose permutation
+    variance is 0. The statistic is differentiable with respect to
     ``x`` and ``y`` (for :math:`k > 1` via double backpropagation through the marginals).
 
     With ``return_pvalue=True`` a permutation test is run as well: :math:`T` is recomputed from
@@ -274,9 +275,15 @@ def smooth_knn_statistic(
         (``p_value`` detached, in :math:`[1/(B+1), 1]`).
     :raises ValueError: on malformed, non-finite or too small samples, or bad options.
 
-    Reference: J. Djolonga, A. Krause, *Learning Implicit Generative Models Using Differentiable
-    Graph Tests*, arXiv:1709.01006 (2017); used to compare data with model samples by Yacoby et
-    al. (LiBI).
+    Yacoby et al. [2] use it to compare data with model samples (LiBI).
+
+    References:
+
+    [1] `Learning Implicit Generative Models Using Differentiable Graph Tests`,
+        Josip Djolonga, Andreas Krause (2017)
+
+    [2] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
+        Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
     """
     x, y = _check_pair(x, y, min_size=2)
     n1, n2 = x.shape[0], y.shape[0]

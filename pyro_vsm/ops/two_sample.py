@@ -2,25 +2,22 @@ r"""Two-sample statistics for comparing data with model samples: the MMD, and th
 distances, kernels and permutation helpers shared with :mod:`pyro_vsm.ops.smooth_knn`.
 
 * :func:`mmd` -- the unbiased squared maximum mean discrepancy :math:`\mathrm{MMD}^2_u` of
-  Gretton et al. (2012) with a Gaussian (RBF) kernel, the cubic polynomial kernel of the kernel
-  inception distance (Bińkowski et al., 2018) or any user kernel, optionally with a permutation
+  Gretton et al. [1] with a Gaussian (RBF) kernel, the cubic polynomial kernel of the kernel
+  inception distance (Bińkowski et al. [2]) or any user kernel, optionally with a permutation
   test.
 
 Everything is plain torch: new tensors take their device and dtype from the inputs and the
 statistics never leave the device, so they run on CUDA and are differentiable with respect to the
-samples (only the data-dependent tuning constants -- the median-heuristic bandwidth and the default
-inverse temperatures -- are detached). Samples are tensors of shape ``(n, d)``, or ``(n,)`` for
-``d = 1``.
+samples (only the data-dependent median-heuristic bandwidth is detached). Samples are tensors
+of shape ``(n, d)``, or ``(n,)`` for ``d = 1``.
 
-References
+References:
 
-* A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf, A. Smola. *A Kernel Two-Sample Test*.
-  JMLR 13, 2012.
-* M. Bińkowski, D. J. Sutherland, M. Arbel, A. Gretton. *Demystifying MMD GANs*. ICLR 2018.
-* J. Djolonga, A. Krause. *Learning Implicit Generative Models Using Differentiable Graph Tests*.
-  arXiv:1709.01006, 2017.
-* J. H. Friedman, L. C. Rafsky. *Multivariate generalizations of the Wald-Wolfowitz and Smirnov
-  two-sample tests*. Annals of Statistics 7(4), 1979 (permutation moments of graph statistics).
+[1] `A Kernel Two-Sample Test`,
+    Arthur Gretton, Karsten M. Borgwardt, Malte J. Rasch, Bernhard Schölkopf, Alexander Smola (2012)
+
+[2] `Demystifying MMD GANs`,
+    Mikołaj Bińkowski, Danica J. Sutherland, Michael Arbel, Arthur Gretton (2018)
 """
 
 import numbers
@@ -28,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._checks import as_samples as _as_samples
 from .._checks import check_int as _check_int
 
 __all__ = ["mmd"]
@@ -38,22 +36,6 @@ _CHUNK_CELLS = 2**22
 
 # --------------------------------------------------------------------------------------------
 # validation helpers
-
-
-def _as_samples(t, name):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not (t.is_floating_point()):
-        raise ValueError(f"{name} must have a real floating-point dtype, got {t.dtype}")
-    if t.dim() == 1:
-        t = t.unsqueeze(-1)
-    elif t.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d) or (n,), got {tuple(t.shape)}")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature, got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains non-finite values")
-    return t
 
 
 def _check_pair(x, y, min_size):
@@ -83,14 +65,14 @@ def _check_generator(generator):
 
 
 def _sq_dists(a, b):
-    """Squared Euclidean distances ``(na, nb)`` via the Gram expansion, clamped at 0."""
+    r"""Squared Euclidean distances ``(na, nb)`` via the Gram expansion, clamped at 0."""
     aa = (a * a).sum(-1)
     bb = (b * b).sum(-1)
     return (aa[:, None] + bb[None, :] - 2.0 * (a @ b.transpose(-1, -2))).clamp_min(0.0)
 
 
 def _pooled_sq_dists(z):
-    """Squared distances within one sample, exactly zero on the diagonal.
+    r"""Squared distances within one sample, exactly zero on the diagonal.
 
     The sample is centred first (distances are translation invariant) to reduce cancellation in
     the Gram expansion.
@@ -101,13 +83,13 @@ def _pooled_sq_dists(z):
 
 
 def _safe_sqrt(sq):
-    """``sqrt`` with a zero (not infinite) gradient where the argument is 0."""
+    r"""``sqrt`` with a zero (not infinite) gradient where the argument is 0."""
     pos = sq > 0
     return torch.where(pos, torch.sqrt(torch.where(pos, sq, torch.ones_like(sq))), 0.0)
 
 
 def _median_offdiag(dist):
-    """Lower median of the distinct off-diagonal entries of a symmetric matrix (detached).
+    r"""Lower median of the distinct off-diagonal entries of a symmetric matrix (detached).
 
     Falls back to 1 when the median is 0 (more than half the points coincide) so that the scale
     is always positive.
@@ -172,7 +154,7 @@ def _pooled_gram(z, kernel, bandwidth):
 
 
 def _random_membership(num, n_total, n_first, generator, like):
-    """``(num, n_total)`` 0/1 matrices with ``n_first`` ones per row at uniformly random places.
+    r"""``(num, n_total)`` 0/1 matrices with ``n_first`` ones per row at uniformly random places.
 
     Uniform random permutations are obtained by sorting float64 uniforms (drawn on the
     generator's device and moved to ``like``'s), the first ``n_first`` permuted indices forming
@@ -206,7 +188,7 @@ def _mmd2_from_gram(gram, n):
 
 
 def _mmd2_permuted(gram, member, n):
-    """MMD²_u for a batch of relabellings (``member[b, i] = 1`` iff point i is in the first
+    r"""MMD²_u for a batch of relabellings (``member[b, i] = 1`` iff point i is in the first
     sample of size ``n``)."""
     m = gram.shape[0] - n
     diag = gram.diagonal()

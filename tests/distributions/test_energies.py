@@ -180,6 +180,18 @@ def test_neural_energy_forms():
     torch.testing.assert_close(tilted(z), z.pow(2).sum(-1) / 8.0 - tilted.tilt(z))
 
 
+def test_quadratic_form_spectral_norm():
+    torch.manual_seed(0)
+    quad = QuadraticFormEnergy(2, hidden=(8, 8), spectral_norm=True)
+    linears = [m for m in quad.psi if isinstance(m, torch.nn.Linear)]
+    sn = [torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in linears]
+    assert sn == [True, True, False]  # the hidden layers, not the output layer
+    quad.eval()
+    assert torch.linalg.matrix_norm(linears[1].weight, 2) < 1 + 1e-3
+    with pytest.raises(ValueError, match="spectral_norm"):
+        QuadraticFormEnergy(2, spectral_norm=1)
+
+
 def test_energy_argument_errors():
     with pytest.raises(ValueError, match="num_visible"):
         GRBMEnergy(0, 3)

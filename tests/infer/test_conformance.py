@@ -16,11 +16,14 @@ import pyro
 import pytest
 import torch
 from pyro.infer import SVI
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
 from pyro.optim import SGD, Adam, ClippedAdam
 from torch import nn
 
 import pyro_vsm
 from pyro_vsm import (
+    AAELoss,
     AdversarialPriorLoss,
     BetaELBO,
     ImportanceWeightedPriorLoss,
@@ -30,13 +33,16 @@ from pyro_vsm import (
     M1Loss,
     M2Loss,
     M3Loss,
+    MVLLoss,
+    MVLPriorLoss,
     NonFiniteLossError,
     SSMPriorLoss,
+    VGHLoss,
 )
 from pyro_vsm.checkpoint import load_checkpoint, restore, save_checkpoint
+from pyro_vsm.distributions import EnergyDistribution
 from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
-from pyro_vsm.models import EnergyPriorVAE, GaussianVAE
-from pyro_vsm.models.networks import mlp
+from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, data_plate, mlp
 
 D64 = torch.float64
 DX, DZ, N = 3, 2, 8
@@ -54,6 +60,27 @@ class QuadraticEnergy(nn.Module):
     def forward(self, z):
         r = (z - self.mu) @ self.L
         return 0.5 * r.pow(2).sum(-1)
+
+
+class UnnormalizedModel(PyroModule):
+    """An energy-based model of the data, e^{-E(x)} with a learnable quadratic energy."""
+
+    def __init__(self):
+        super().__init__()
+        energy = QuadraticEnergy(DX)
+        to_pyro_module_(energy)
+        self.energy = energy
+
+    def forward(self, x, num_data=None):
+        with data_plate(x, num_data):
+            pyro.sample("x", EnergyDistribution(self.energy), obs=x)
+
+
+class NoGuide(PyroModule):
+    """The guide of a model without latent sites."""
+
+    def forward(self, x, num_data=None):
+        return None
 
 
 def decoder_params(model, guide):
@@ -74,6 +101,7 @@ def scale_rows(model, guide):
 class Case:
     make: object  # **kwargs -> loss
     energy: bool = False  # the model has an energy-based prior
+    unnormalized: bool = False  # the model is an energy-based model of the data (no latents)
     steps: int = 4  # steps that cover every phase twice
     frozen: dict = field(default_factory=dict)  # phase -> (model, guide) -> tensors untouched
     meta: str | None = None  # why the loss cannot run on the meta device (None: it can)
@@ -81,6 +109,25 @@ class Case:
 
 
 ALTERNATING = {"guide": decoder_params, "model": guide_params}
+
+
+def model_and_guide_params(model, guide):
+    return list(model.parameters()) + list(guide.parameters())
+
+
+def discriminator(dim):
+    """A tiny MLP with a fixed initialisation (every build of a case's loss is the same loss)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(dim)
+        return mlp(dim, (4,), 1).to(D64)
+
+
+HYBRID = {
+    "encoder": decoder_params,
+    "generator": guide_params,
+    "data_discriminator": model_and_guide_params,
+    "code_discriminator": model_and_guide_params,
+}
 
 CASES = {
     "M1Loss(kl)": Case(lambda **kw: M1Loss("kl", **kw), frozen=ALTERNATING),
@@ -102,9 +149,21 @@ CASES = {
         energy=True,
         steps=2,
     ),
+    "AAELoss": Case(
+        lambda **kw: AAELoss(code_discriminator=discriminator(DZ), **kw), steps=6, frozen=HYBRID
+    ),
+    "VGHLoss(vgh++)": Case(
+        lambda **kw: VGHLoss(discriminator(DX), discriminator(DZ), variant="vgh++", **kw),
+        steps=8,
+        frozen=HYBRID,
+    ),
     "ImportanceWeightedPriorLoss": Case(
         lambda **kw: ImportanceWeightedPriorLoss(**kw), energy=True, steps=2
     ),
+    "MVLPriorLoss": Case(lambda **kw: MVLPriorLoss(**kw), energy=True, steps=2),
+    "MVLLoss": Case(lambda **kw: MVLLoss(**kw), unnormalized=True, steps=2),
+    "MVLLoss(cd1)": Case(lambda **kw: MVLLoss(estimator="cd1", **kw), unnormalized=True, steps=2),
+    "MVLLoss(svgd)": Case(lambda **kw: MVLLoss(estimator="svgd", **kw), unnormalized=True, steps=2),
     "BetaELBO": Case(lambda **kw: BetaELBO(0.5, anneal_steps=2, **kw), steps=3),
     "LaggingInferenceELBO": Case(
         lambda **kw: LaggingInferenceELBO(inner_window=1, max_inner_steps=2, **kw),
@@ -139,6 +198,8 @@ def test_every_exported_loss_is_in_the_suite():
 
 def _build(case, seed=0, device=None):
     torch.manual_seed(seed)
+    if case.unnormalized:
+        return UnnormalizedModel().to(dtype=D64, device=device), NoGuide()
     if case.energy:
         model = EnergyPriorVAE(mlp(DZ, (4,), DX), QuadraticEnergy())
     else:

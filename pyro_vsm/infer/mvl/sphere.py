@@ -65,7 +65,6 @@ References:
 """
 
 import math
-import numbers
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -80,6 +79,7 @@ from ...ops.sphere import (
     stereographic_tangent,
     tangent_projection,
 )
+from ._checks import check_energy, check_inputs
 
 __all__ = ["sphere_mvl"]
 
@@ -88,45 +88,16 @@ _FN = "sphere_mvl"
 
 
 def _check(energy, x, step_size, retraction, noise, generator):
-    if not callable(energy):
-        raise ValueError(f"{_FN}: energy must be callable x[..., n + 1] -> E[...], got {energy!r}")
-    if not torch.is_tensor(x) or x.dim() != 2 or x.shape[-1] < 2 or not x.is_floating_point():
-        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(
-            f"{_FN}: x must be a floating-point tensor of points on S^n, shape [B, n + 1] with "
-            f"n >= 1, got {got}"
-        )
-    ok = isinstance(step_size, numbers.Real) and not isinstance(step_size, bool)
-    if not (ok and math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"{_FN}: step_size must be a positive finite number, got {step_size!r}")
     if retraction not in _RETRACTIONS:
         raise ValueError(f"{_FN}: retraction must be one of {_RETRACTIONS}, got {retraction!r}")
-    x = x.detach()
+    x, step_size, noise = check_inputs(_FN, energy, x, step_size, noise, generator, min_dim=2)
     if is_validation_enabled():
         check_on_sphere(x, name=f"{_FN}: x")
-    if noise is not None:
-        if generator is not None:
-            raise ValueError(f"{_FN}: pass either noise or generator, not both")
-        if not torch.is_tensor(noise) or noise.shape != x.shape or not noise.is_floating_point():
-            got = tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__
-            raise ValueError(
-                f"{_FN}: noise must be a floating tensor of x's shape {tuple(x.shape)}, got {got}"
-            )
-        noise = noise.detach().to(dtype=x.dtype, device=x.device)
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"{_FN}: generator must be a torch.Generator, got {generator!r}")
-    return x, float(step_size), noise
+    return x, step_size, noise
 
 
 def _energy(energy, x):
-    e = energy(x)
-    if not torch.is_tensor(e) or e.shape != x.shape[:-1]:
-        got = tuple(e.shape) if torch.is_tensor(e) else type(e).__name__
-        raise ValueError(
-            f"{_FN}: energy must map x of shape {tuple(x.shape)} to E of shape "
-            f"{tuple(x.shape[:-1])}, got {got}"
-        )
-    return e
+    return check_energy(_FN, energy(x), x)
 
 
 def _grad(e, wrt):
