@@ -21,7 +21,7 @@ _VALIDATIONS = ("elbo", "log_likelihood")
 
 
 def _soft_exp(u, max_exponent):
-    """``exp(u)`` for ``u <= m``, continued linearly (value and slope match) above ``m``."""
+    r"""``exp(u)`` for ``u <= m``, continued linearly (value and slope match) above ``m``."""
     m = max_exponent
     return torch.where(u <= m, torch.exp(u.clamp(max=m)), math.exp(m) * (1.0 + u - m))
 
@@ -140,7 +140,7 @@ class LiBILoss(GroupedLoss):
     References:
 
     [1] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
-        Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
+        Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
     """
 
     def __init__(
@@ -225,7 +225,7 @@ class LiBILoss(GroupedLoss):
     # phase 1: the likelihood with penalised codes
 
     def _codes(self, guide, args, kwargs):
-        """``({site: code tensor}, codes (n, p), traces that read the code parameters)``."""
+        r"""``({site: code tensor}, codes (n, p), traces that read the code parameters)``."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         latents = latent_sites(guide_trace)
         if not latents:

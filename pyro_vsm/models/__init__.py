@@ -1,4 +1,4 @@
-"""Ready-made Pyro models."""
+r"""Ready-made Pyro models."""
 
 from .energy_prior import EnergyPriorVAE, VampPriorVAE
 from .networks import ConvDecoder, ConvEncoder, data_plate, mlp
