@@ -1,4 +1,4 @@
-"""Ready-made Pyro models."""
+r"""Ready-made Pyro models."""
 
 from .binary import BinaryLatentVAE
 from .energy_prior import EnergyPriorVAE, VampPriorVAE
