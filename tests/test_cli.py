@@ -277,6 +277,7 @@ NUMERIC_OPTIONS = {
     "--guide-steps": ["-1", "one"],
     "--bilevel-steps": ["-1", "0.5"],
     "--temperature": ["0", "-0.5", "nan", "inf", "hot"],
+    "--gamma-init": ["0", "-1", "nan", "small"],
 }
 EVALUATION_OPTIONS = {
     "--eval-samples": ["0", "1", "-10", "lots"],
@@ -293,6 +294,8 @@ BAD_VALUES = (
     + [("evaluate", "--seed", "-3"), ("evaluate", "--threads", "0")]
     + [(c, o, "nope") for c in ("compare", "train") for o in ("--model", "--latent")]
     + [(c, "--device", "tpu9") for c in ("compare", "train", "evaluate")]
+    + [("train", "--devices", v) for v in ("0", "-1", "two")]
+    + [("train", "--accelerator", "tpu"), ("train", "--strategy", "fsdp")]
 )
 
 
@@ -332,6 +335,9 @@ def paths(tmp_path):
         (["evaluate", "FILE", "--json", "DIR"], "--json"),
         (["compare", "--model", "conv"], "--model conv needs an image data set"),
         (["compare", "--losses", "all", "m9"], "unknown loss 'm9'"),
+        (["train", "--loss", "m9"], "unknown loss 'm9'"),
+        (["compare", "--dataset", "nope"], "nope"),
+        (["compare", "--losses", "ssm-prior", "--latent", "binary"], "--latent binary"),
     ],
 )
 def test_every_bad_path_is_one_line_and_status_1(argv, message, paths, capsys):

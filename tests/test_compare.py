@@ -74,7 +74,7 @@ def test_every_registered_objective_runs_in_smoke_mode(tmp_path):
 
 
 def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
-    losses = ["--losses", "elbo", "m1-kl", "ssm-prior"]
+    losses = ["--losses", "elbo", "m1-kl", "ssm-prior", "aae"]
     one = _compare(tmp_path, *losses, "--jobs", "1", name="one")["results"]
     two = _compare(tmp_path, *losses, "--jobs", "2", name="two")["results"]
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in one]
@@ -96,9 +96,12 @@ def test_binary_latents(tmp_path, capsys):
 
 def test_conv_nets_on_digits(tmp_path):
     pytest.importorskip("sklearn")
-    report = _compare(tmp_path, "--dataset", "digits", "--model", "conv", "--losses", "elbo")
+    conv = ["--dataset", "digits", "--model", "conv", "--losses", "elbo", "vgh++"]
+    report = _compare(tmp_path, *conv)  # vgh++: a conv data discriminator
     assert report["config"]["image_shape"] == [1, 8, 8] and report["config"]["hidden"] == [8]
-    _check_entry(report["results"][0])
+    for row in report["results"]:
+        _check_entry(row)
+    assert report["results"][1]["settings"]["data_discriminator"] == "conv net"
     assert (tmp_path / "cmp" / "compare.png").is_file()
 
 
