@@ -2,8 +2,8 @@ r"""Training and evaluating every objective on one data set: the core of ``pyro-
 ``train`` and ``evaluate``, and of the ``compare_objectives`` example.
 
 * :mod:`.registry`: the objective registry (:func:`register`, :class:`ObjectiveSpec`,
-  :class:`Built`); :mod:`.families` and :mod:`.hybrid_families` register the objectives of
-  the library;
+  :class:`Built`); :mod:`.families`, :mod:`.hybrid_families` and :mod:`.sphere_families`
+  register the objectives of the library;
 * :mod:`.config`: run configurations and the defaults chosen from the data;
 * :mod:`.training`: training loops and thread settings; :mod:`.runner`: worker processes;
 * :mod:`.evaluate`: the held-out metrics shared by every objective;
@@ -11,7 +11,7 @@ r"""Training and evaluating every objective on one data set: the core of ``pyro-
 * :mod:`.compare`: the ``compare`` command; :mod:`.vae`: the plain Gaussian VAE of the example.
 """
 
-from . import families, hybrid_families  # noqa: F401 - register the objectives
+from . import families, hybrid_families, sphere_families  # noqa: F401 - register objectives
 from .compare import resolve_losses, run_compare
 from .config import CONFIG_KEYS, data_defaults, evaluation_defaults, resolve_config
 from .evaluate import METRICS, evaluate_built

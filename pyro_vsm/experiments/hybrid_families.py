@@ -29,6 +29,7 @@ from torch import nn
 
 from ..infer import AAELoss, VGHLoss
 from ..models import ConvEncoder, mlp
+from .families import _vae
 from .registry import ObjectiveSpec, register
 
 __all__ = ["DISC_LR_RATIO", "code_discriminator", "data_discriminator"]
@@ -77,8 +78,6 @@ def _optim(config):
 
 def _hybrid(make_loss):
     def build(config, x_train):
-        from .families import _vae
-
         obs_shape = tuple(x_train.shape[1:])
         loss, settings = make_loss(config, obs_shape)
         for module in loss.owned_modules.values():
