@@ -224,3 +224,46 @@ def test_data_chosen_defaults_and_help(capsys):
         "the 'mixture' data with 2000 steps",
     ):
         assert fragment in text, fragment
+
+
+def test_cycles_share_a_minibatch_and_resume_exactly():
+    from pyro_vsm.experiments.training import train_steps
+
+    class Recorder:
+        def __init__(self):
+            self.batches = []
+
+        def step(self, x, num_data=None):
+            self.batches.append(x.clone())
+            return 0.0
+
+    x = torch.arange(40.0)[:, None]
+    whole, part = Recorder(), Recorder()
+    train_steps(whole, x, 9, 5, steps_per_batch=3, seed=4)
+    train_steps(part, x, 9, 5, start=4, steps_per_batch=3, seed=4)  # resumed mid-cycle
+    b = whole.batches
+    assert torch.equal(b[0], b[1]) and torch.equal(b[1], b[2]) and not torch.equal(b[2], b[3])
+    assert all(torch.equal(u, v) for u, v in zip(b[4:], part.batches, strict=True))
+
+
+def test_hybrid_families_give_the_discriminators_their_rate():
+    import pyro
+
+    from pyro_vsm.datasets.files import load_dataset
+    from pyro_vsm.experiments import train_built
+
+    x, _ = load_dataset("mixture", 32, 8, seed=0)
+    values = dict(dataset="mixture", num_data=32, num_test=8, seed=0, model="mlp", steps=1)
+    values.update(latent="gaussian", loss="vgh", particles=1, batch_size=8, hidden=[4])
+    config = resolve_config(values, x)
+    pyro.clear_param_store()
+    built = get_objective("vgh").build(config, x)
+    assert built.steps == 4 and built.steps_per_batch == 4  # one cycle: 4 groups
+    train_built(built, x, 8)
+    store = pyro.get_param_store()
+    rates = {
+        store.param_name(p): o.param_groups[0]["lr"] for p, o in built.optim.optim_objs.items()
+    }
+    disc = {k: v for k, v in rates.items() if "discriminator" in k}
+    assert disc and set(disc.values()) == {config["lr"] / 2}
+    assert {v for k, v in rates.items() if k not in disc} == {config["lr"]}
