@@ -11,14 +11,6 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pyro_vsm"
 
-#: Modules whose docstrings are still being converted (their owners follow the same conventions);
-#: remove an entry once its module passes.
-PENDING = {
-    "datasets/files.py",
-    "models/networks.py",
-    "models/vae.py",
-}
-
 MODULES = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
 
 ENTRY = re.compile(r"\[\d+\] `[^`]+`,$")
@@ -78,13 +70,7 @@ def _problems(source):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_conventions(module):
-    if module in PENDING:
-        pytest.skip("docstrings not converted yet")
     assert _problems((PACKAGE / module).read_text()) == []
-
-
-def test_pending_modules_exist():
-    assert PENDING <= set(MODULES)
 
 
 def test_the_checks_can_fail():

@@ -1,4 +1,4 @@
-"""Data sets by name or path, for the ``pyro-vsm`` command.
+r"""Data sets by name or path, for the ``pyro-vsm`` command.
 
 :func:`load_dataset` resolves, in order:
 
@@ -34,7 +34,7 @@ FILE_SUFFIXES = (".npy", ".npz", ".csv")
 
 
 def image_shape(name):
-    """``(channels, height, width)`` of one image of an image data set, ``None`` for the others
+    r"""``(channels, height, width)`` of one image of an image data set, ``None`` for the others
     (2-D sets and files, whose observations are flat vectors).
 
     :param str name: a data set name or file path.
@@ -43,7 +43,7 @@ def image_shape(name):
 
 
 def load_array(path):
-    """An ``(n, d)`` float64 NumPy array from a ``.npy``, ``.npz`` or ``.csv`` file.
+    r"""An ``(n, d)`` float64 NumPy array from a ``.npy``, ``.npz`` or ``.csv`` file.
 
     :raises FileNotFoundError: when the file does not exist.
     :raises ValueError: for other suffixes, unreadable contents, non-finite values or a shape that
@@ -134,7 +134,7 @@ def load_dataset(
     download=False,
     image=False,
 ):
-    """``(x_train, x_test)`` tensors of shape ``(n, d)`` for a data set name or file path.
+    r"""``(x_train, x_test)`` tensors of shape ``(n, d)`` for a data set name or file path.
 
     :param str name: a built-in 2-D set, ``"digits"``, a torchvision name or a file path.
     :param int num_train: training points (required for built-in 2-D sets; for files and image

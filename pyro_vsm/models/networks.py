@@ -1,4 +1,4 @@
-"""Plain torch networks used by the ready-made models and guides.
+r"""Plain torch networks used by the ready-made models and guides.
 
 Every network maps inputs with arbitrary leading (particle and batch) dimensions, so the models work
 with vectorized particles.
@@ -10,7 +10,7 @@ from torch import nn
 
 
 def mlp(in_dim, hidden, out_dim, activation=nn.Softplus):
-    """A fully connected network ``in_dim → hidden... → out_dim`` with ``activation`` between."""
+    r"""A fully connected network ``in_dim → hidden... → out_dim`` with ``activation`` between."""
     layers, d = [], in_dim
     for h in hidden:
         layers += [nn.Linear(d, h), activation()]
@@ -100,7 +100,7 @@ class ConvEncoder(nn.Module):
 
 
 def data_plate(x, num_data=None, name="data"):
-    """The plate over the rows of ``x``; ``num_data`` > ``len(x)`` marks ``x`` as a minibatch.
+    r"""The plate over the rows of ``x``; ``num_data`` > ``len(x)`` marks ``x`` as a minibatch.
 
     With ``num_data`` the plate has full size ``num_data`` and subsample ``arange(len(x))``, so every
     log-density is scaled by ``num_data / len(x)`` as for Pyro's plate subsampling.
