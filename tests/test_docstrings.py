@@ -11,24 +11,6 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pyro_vsm"
 
-#: Modules whose docstrings are still being converted (their owners follow the same conventions);
-#: remove an entry once its module passes.
-PENDING = {
-    "cli.py",
-    "datasets/files.py",
-    "evaluation/ais.py",
-    "experiments.py",
-    "infer/lagging.py",
-    "infer/libi.py",
-    "models/__init__.py",
-    "models/energy_prior.py",
-    "models/networks.py",
-    "models/vae.py",
-    "samplers/__init__.py",
-    "samplers/hmc.py",
-    "samplers/langevin.py",
-}
-
 MODULES = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
 
 ENTRY = re.compile(r"\[\d+\] `[^`]+`,$")
@@ -88,13 +70,7 @@ def _problems(source):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_conventions(module):
-    if module in PENDING:
-        pytest.skip("docstrings not converted yet")
     assert _problems((PACKAGE / module).read_text()) == []
-
-
-def test_pending_modules_exist():
-    assert PENDING <= set(MODULES)
 
 
 def test_the_checks_can_fail():

@@ -23,7 +23,7 @@ from .density_model import DensityModelDiagnostics, density_model_kl
 from .density_ratio import DensityRatioDiagnostics, density_ratio_kl
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
 from .energy_prior import energy_prior_log_likelihood
-from .importance import importance_log_likelihood, psis_khat
+from .importance import importance_log_likelihood, log_likelihood_validation, psis_khat
 from .metrics import (
     elbo_surgery,
     low_posterior_samples,
@@ -51,6 +51,7 @@ __all__ = [
     "energy_prior_log_likelihood",
     "henze_zirkler",
     "importance_log_likelihood",
+    "log_likelihood_validation",
     "log_partition",
     "low_posterior_samples",
     "marginal_kl",

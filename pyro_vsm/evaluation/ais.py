@@ -78,6 +78,8 @@ class _LatentSpace:
             support = info.supports[name]
             if support.is_discrete:
                 raise ValueError(f"ais_log_likelihood: latent site '{name}' is discrete")
+            # a mixture (e.g. the VampPrior) has the support of its components
+            support = getattr(support, "base_constraint", support)
             t = biject_to(support)
             self.transforms[name] = None if _is_identity(t) else t
             u = values[name] if _is_identity(t) else t.inv(values[name])

@@ -1,4 +1,4 @@
-"""Gaussian VAEs as Pyro models."""
+r"""Gaussian VAEs as Pyro models."""
 
 import pyro
 import pyro.distributions as dist
@@ -11,11 +11,11 @@ from .networks import ConvDecoder, data_plate, mlp
 
 
 class GaussianVAE(PyroModule):
-    """The Gaussian VAE of eq. (3) in Wenliang (2022):
+    r"""The Gaussian VAE of eq. (3) in Wenliang (2022):
 
     .. math::
 
-        p(z) = \\mathcal{N}(0, I), \\qquad p_\\theta(x|z) = \\mathcal{N}(x; g_\\theta(z), \\gamma),
+        p(z) = \mathcal{N}(0, I), \qquad p_\theta(x|z) = \mathcal{N}(x; g_\theta(z), \gamma),
 
     with ``γ`` a learnable scalar (``gamma="scalar"``), a learnable variance per data dimension
     (``gamma="diagonal"``) or a fixed positive number.
@@ -56,18 +56,20 @@ class GaussianVAE(PyroModule):
 
     @classmethod
     def mlp(cls, data_dim, latent_dim, hidden=(30, 30), **kwargs):
-        """A VAE with a fully connected decoder (two hidden layers of 30 units by default)."""
+        r"""A VAE with a fully connected decoder (two hidden layers of 30 units by default)."""
         return cls(mlp(latent_dim, hidden, data_dim), latent_dim, (data_dim,), **kwargs)
 
     @classmethod
-    def conv(cls, latent_dim, channels=1, width=64, **kwargs):
-        """A VAE for ``channels × 32 × 32`` images with a DCGAN-style decoder."""
+    def conv(cls, latent_dim, channels=1, width=64, image_size=32, **kwargs):
+        r"""A VAE for ``channels × image_size × image_size`` images (32×32 by default, 8×8 for the
+        digits) with a DCGAN-style decoder (:class:`~pyro_vsm.models.ConvDecoder`)."""
+        shape = (channels, image_size, image_size)
         return cls(
-            ConvDecoder(latent_dim, channels, width), latent_dim, (channels, 32, 32), **kwargs
+            ConvDecoder(latent_dim, channels, width, image_size), latent_dim, shape, **kwargs
         )
 
     def variance(self):
-        """The observation variance ``γ`` (scalar or per dimension)."""
+        r"""The observation variance ``γ`` (scalar or per dimension)."""
         return self._fixed_gamma if self.gamma is None else self.gamma
 
     def forward(self, x, num_data=None):
