@@ -19,6 +19,10 @@ Table 3, scaled to the run):
 * the logit form of the adversarial terms (Algorithm 5; the paper's footnote uses the
   non-saturating one), no data-adversarial term for the encoder.
 
+``pyro-vsm train --devices N`` (Lightning) trains these losses with one torch Adam for all
+groups and a fresh minibatch per step; the settings above hold for ``compare`` and single-process
+``train``.
+
 The guide's variance is not penalised (marginal matching only), so it collapses towards the
 encoder's floor: importance sampling with the guide as proposal then degrades, which the
 :math:`\hat k` column shows; AIS starts from the prior and does not depend on the guide.
