@@ -276,6 +276,8 @@ def run_one(dataset, name, seed, args, data=None):
     model, guide, loss, seconds = train(name, data, args, seed)
     row = {"dataset": dataset, "model": name, "seed": seed, "train_seconds": seconds}
     row.update(evaluate(name, model, guide, loss, data.test, args))
+    # beyond the GRBM's exact limit log Z comes from AIS: a stochastic lower bound
+    row["log_z_ais"] = isinstance(model, EnergyPriorVAE) and data.hidden_units > 20
     samples = None
     # a GRBM with many hidden units has too many mixture components to sample exactly
     exact = not isinstance(model, EnergyPriorVAE) or data.hidden_units <= 20
@@ -294,7 +296,11 @@ def _worker(dataset, name, seed, args):
 
 def summarise(rows):
     metrics = ("test_nll", "test_neg_elbo", "train_seconds")
-    return reporting.summarise(rows, ("dataset", "model"), metrics, count="seeds")
+    summary = reporting.summarise(rows, ("dataset", "model"), metrics, count="seeds")
+    for s in summary:
+        key = (s["dataset"], s["model"])
+        s["log_z_ais"] = any(r.get("log_z_ais") for r in rows if (r["dataset"], r["model"]) == key)
+    return summary
 
 
 def _fmt(mean, sem):
@@ -307,8 +313,9 @@ def markdown(summary):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
+        mark = " (AIS log Z: NLL optimistic)" if s["log_z_ais"] else ""
         lines.append(
-            f"| {s['dataset']} | {s['model']} | {s['seeds']} "
+            f"| {s['dataset']} | {s['model']}{mark} | {s['seeds']} "
             f"| {_fmt(s['test_nll'], s['test_nll_sem'])} "
             f"| {_fmt(s['test_neg_elbo'], s['test_neg_elbo_sem'])} "
             f"| {s['train_seconds']:.0f} |"
