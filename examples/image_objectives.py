@@ -269,7 +269,7 @@ def markdown(summary, binary_rows):
     if binary_rows:
         out += "\n\nBinary latents (ResNet, z in {0,1}^d, one seed):\n\n"
         out += reporting.markdown_table(
-            ["objective", "-ELBO", "recon. MSE", "γ", "unused dims (|mean-0.5|<0.1 on avg.)"],
+            ["objective", "-ELBO", "recon. MSE", "γ", "unused dims (mean q within 0.1 of 0.5)"],
             [
                 [r["objective"], f"{r['neg_elbo']:.3f}", f"{r['mse']:.4f}", f"{r['gamma']:.4f}"]
                 + [r["unused_dims"]]

@@ -88,12 +88,13 @@ def check_real(value, name, low=-math.inf, high=math.inf, low_open=False, high_o
     return float(value)
 
 
-def as_samples(t, name, min_size=1):
+def as_samples(t, name, min_size=1, check_finite=True):
     r"""``t`` as an ``(n, d)`` floating tensor of finite samples (``(n,)`` becomes ``(n, 1)``).
 
     :param t: the samples.
     :param str name: the argument's name, for the message.
     :param int min_size: the least number of samples.
+    :param bool check_finite: check that the values are finite (one host synchronisation).
     :raises TypeError: when ``t`` is not a tensor.
     :raises ValueError: for a wrong dtype or shape, too few samples or non-finite values.
     """
@@ -109,7 +110,7 @@ def as_samples(t, name, min_size=1):
         raise ValueError(f"{name} must have at least one feature, got shape {tuple(t.shape)}")
     if t.shape[0] < min_size:
         raise ValueError(f"{name} needs at least {min_size} samples, got {t.shape[0]}")
-    if not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values")
     return t
 

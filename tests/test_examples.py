@@ -17,6 +17,8 @@ EXAMPLES = [
     ("mvl_cd1.py", []),
     ("mvl_density.py", []),
     ("sphere_density.py", []),
+    ("implicit_vae.py", []),
+    ("wae.py", []),
     ("density_ratio_linear.py", ["--quiet"]),
     ("marginal_kl_digits.py", ["--quiet"]),
     ("aae_posteriors.py", []),

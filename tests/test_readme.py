@@ -47,3 +47,15 @@ def test_own_grouped_loss_example_trains_the_right_groups():
     svi.step(x)
     assert all(torch.equal(before[k], store[k]) for k in before if k.startswith("dec_"))
     assert not all(torch.equal(before[k], store[k]) for k in before if k.startswith("enc_"))
+
+
+def test_every_registered_objective_is_listed_with_its_paper():
+    from pyro_vsm.experiments import objective_names
+
+    text = README.read_text()
+    section = text[text.index("### Objectives of `pyro-vsm compare`") :]
+    section = section[: section.index("\n## ")]
+    rows = [line for line in section.splitlines() if line.startswith("| `") and "--" not in line]
+    listed = {name.strip("` ") for row in rows for name in row.split("|")[1].split(",")}
+    assert listed == set(objective_names())
+    assert all(row.rstrip(" |").split("|")[-1].strip() for row in rows)  # a paper in every row

@@ -1,6 +1,7 @@
 r"""Built-in data sets (no downloads)."""
 
 from .digits import load_digits
+from .files import image_shape, load_dataset
 from .libi import LIBI_DATASETS, LiBIData, cubic_jte, gaussian, linear_jte, mobius, mobius_transform
 from .linear_gaussian import LinearGaussian
 from .mvl import MVL_DATASETS_2D, mvl_log_prob
@@ -18,7 +19,9 @@ __all__ = [
     "SPHERE_TARGETS",
     "cubic_jte",
     "gaussian",
+    "image_shape",
     "linear_jte",
+    "load_dataset",
     "load_digits",
     "make_2d",
     "make_potential",

@@ -8,6 +8,8 @@
   scaled to [0, 1];
 * ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``: torchvision data sets **already present** under
   ``data_root`` (optional ``[vision]`` extra; nothing is downloaded unless ``download=True``);
+* with ``image=True`` the image sets come as ``(n, channels, height, width)`` tensors
+  (:func:`image_shape`), e.g. for convolutional models; by default every set is ``(n, d)``;
 * a path to the user's own ``.npy``, ``.npz`` (the array named ``x``, ``data`` or the only one) or
   ``.csv`` (comma-separated numbers, optional header row) file holding an ``(n, d)`` array, split
   into training and held-out points by a seeded permutation.
@@ -21,7 +23,23 @@ import torch
 from .synthetic import _ALIASES_2D, DATASETS_2D, make_2d
 
 VISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+#: ``(channels, height, width)`` of one image of each image set
+IMAGE_SHAPES = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 FILE_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def image_shape(name):
+    """``(channels, height, width)`` of one image of an image data set, ``None`` for the others
+    (2-D sets and files, whose observations are flat vectors).
+
+    :param str name: a data set name or file path.
+    """
+    return IMAGE_SHAPES.get(name)
 
 
 def load_array(path):
@@ -98,6 +116,8 @@ def _vision(name, data_root, download):
 
     def to_array(ds):
         data = ds.data if torch.is_tensor(ds.data) else torch.as_tensor(np.asarray(ds.data))
+        if data.dim() == 4:  # CIFAR-10 stores (n, H, W, C): flatten in (C, H, W) order
+            data = data.permute(0, 3, 1, 2)
         return data.reshape(data.shape[0], -1).double().numpy() / 255.0
 
     return to_array(train), to_array(test)
@@ -112,6 +132,7 @@ def load_dataset(
     device=None,
     data_root="data",
     download=False,
+    image=False,
 ):
     """``(x_train, x_test)`` tensors of shape ``(n, d)`` for a data set name or file path.
 
@@ -120,7 +141,13 @@ def load_dataset(
         sets at most this many, default all).
     :param int num_test: held-out points (for files, default a fifth of the file).
     :param int seed: fixes the synthetic draws and the split of files.
+    :param bool image: return image sets as ``(n,) + image_shape(name)`` tensors (a
+        ``ValueError`` for the other sets).
     """
+    if image and image_shape(name) is None:
+        raise ValueError(
+            f"dataset {name!r} has no image shape (image sets: {', '.join(IMAGE_SHAPES)})"
+        )
     if name in DATASETS_2D or name in _ALIASES_2D:
         if not num_train or not num_test:
             raise ValueError("built-in 2-D data sets need num_train and num_test")
@@ -146,5 +173,10 @@ def load_dataset(
         train = train[:num_train]
     if num_test:
         test = test[:num_test]
-    as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    shape = image_shape(name) if image else None
+
+    def as_tensor(a):
+        t = torch.as_tensor(a, dtype=dtype, device=device)
+        return t if shape is None else t.reshape((t.shape[0],) + shape)
+
     return as_tensor(train), as_tensor(test)

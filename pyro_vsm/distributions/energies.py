@@ -46,17 +46,10 @@ __all__ = ["GRBMEnergy", "MLPEnergy", "QuadraticFormEnergy", "TiltedGaussianEner
 
 
 def _hidden_sizes(hidden):
-    if isinstance(hidden, int):
-        hidden = (hidden,)
-    try:
-        sizes = tuple(hidden)
-    except TypeError:
-        raise ValueError(
-            f"hidden must be a sequence of positive integers, got {hidden!r}"
-        ) from None
+    sizes = (hidden,) if isinstance(hidden, int) else hidden
     try:
         return tuple(_positive_int(h, "hidden") for h in sizes)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"hidden must be a sequence of positive integers, got {hidden!r}"
         ) from None

@@ -3,6 +3,8 @@ r"""Evaluation of latent-variable models: log-likelihoods, log-partition functio
 * :func:`importance_log_likelihood` and :func:`ais_log_likelihood`: one estimate of
   :math:`\log p(x_n)` per element of the data plate, with per-point diagnostics;
 * :func:`log_partition`: :math:`\log\int e^{-E(z)}dz` of an energy, exact or by AIS;
+* :func:`sphere_augmented`: latents on the sphere lifted exactly to their ambient space (AIS
+  uses it for hyperspherical latents);
 * diagnostics: :func:`negative_elbo`, :func:`posterior_fisher_divergence`,
   :func:`score_matching_loss`, :func:`reconstruction_mse`, :func:`marginal_kl`,
   :func:`elbo_surgery`, :func:`low_posterior_samples`, and the two-sample statistics :func:`mmd`
@@ -21,7 +23,7 @@ from .density_model import DensityModelDiagnostics, density_model_kl
 from .density_ratio import DensityRatioDiagnostics, density_ratio_kl
 from .diagnostics import AISDiagnostics, ImportanceDiagnostics
 from .energy_prior import energy_prior_log_likelihood
-from .importance import importance_log_likelihood, psis_khat
+from .importance import importance_log_likelihood, log_likelihood_validation, psis_khat
 from .metrics import (
     elbo_surgery,
     low_posterior_samples,
@@ -31,6 +33,7 @@ from .metrics import (
     reconstruction_mse,
     score_matching_loss,
 )
+from .sphere import sphere_augmented
 
 __all__ = [
     "AISDiagnostics",
@@ -48,6 +51,7 @@ __all__ = [
     "energy_prior_log_likelihood",
     "henze_zirkler",
     "importance_log_likelihood",
+    "log_likelihood_validation",
     "log_partition",
     "low_posterior_samples",
     "marginal_kl",
@@ -58,5 +62,6 @@ __all__ = [
     "reconstruction_mse",
     "score_matching_loss",
     "smooth_knn_statistic",
+    "sphere_augmented",
     "to_arviz",
 ]

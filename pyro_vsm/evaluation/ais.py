@@ -49,6 +49,7 @@ from ._tracing import (
     run_vectorized,
 )
 from .diagnostics import AISDiagnostics
+from .sphere import sphere_augmented
 
 __all__ = ["AISOptions", "ais_log_likelihood", "annealing_schedule", "log_partition"]
 
@@ -77,6 +78,8 @@ class _LatentSpace:
             support = info.supports[name]
             if support.is_discrete:
                 raise ValueError(f"ais_log_likelihood: latent site '{name}' is discrete")
+            # a mixture (e.g. the VampPrior) has the support of its components
+            support = getattr(support, "base_constraint", support)
             t = biject_to(support)
             self.transforms[name] = None if _is_identity(t) else t
             u = values[name] if _is_identity(t) else t.inv(values[name])
@@ -169,7 +172,8 @@ def ais_log_likelihood(
     adaptive schedule, 16 chains per data point, ten one-step HMC transitions per temperature.
     A keyword argument left at ``None`` takes its value from ``options``.
 
-    :param model: a Pyro model with continuous latents local to the data plate.
+    :param model: a Pyro model with continuous latents local to the data plate; latents on the
+        sphere are lifted to their ambient space (:func:`~pyro_vsm.evaluation.sphere_augmented`).
     :param args: positional arguments of ``model`` (and ``guide``).
     :param guide: start the chains from the guide :math:`q(z|x)` instead of the prior.
     :param AISOptions options: all the settings of the run at once.
@@ -203,6 +207,9 @@ def ais_log_likelihood(
         chain_chunk_size=chain_chunk_size,
     )
     num_chains = options.num_chains or 16
+    # latents on the sphere move in their ambient space (an exact Gaussian augmentation)
+    model = sphere_augmented(model)
+    guide = None if guide is None else sphere_augmented(guide)
     info = inspect_model(
         model,
         guide,

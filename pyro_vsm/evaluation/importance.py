@@ -38,6 +38,9 @@ from .diagnostics import ImportanceDiagnostics
 DEFAULT_MAX_ELEMENTS = 2**26
 
 
+_SQRT2 = math.sqrt(2.0)
+
+
 def psis_khat(log_weights):
     r"""Pareto :math:`\hat k` of each column of ``log_weights`` (shape ``[S, N]``).
 
@@ -207,3 +210,33 @@ def importance_log_likelihood(
         data_plate=info.data_plate,
     )
     return estimates, diagnostics
+
+
+def log_likelihood_validation(num_samples=1000, proposal_scale=_SQRT2, **options):
+    r"""A model-selection score for :class:`~pyro_vsm.LiBILoss` (``validation=``): the mean
+    importance-sampled :math:`\frac1N\sum_n \log p(x_n)` of
+    :func:`importance_log_likelihood`, by default with the guide inflated to twice its variance
+    as in the LiBI paper's evaluation.
+
+    :param int num_samples: importance samples per data point.
+    :param float proposal_scale: multiplies the scale of every guide distribution.
+    :param options: further keyword arguments of :func:`importance_log_likelihood`
+        (``chunk_size``, ``max_plate_nesting``, ``data_plate``).
+    :return: a callable ``(model, guide, *args, **kwargs) -> float``.
+    """
+    num_samples = positive_int(num_samples, "num_samples")
+
+    def score(model, guide, *args, **kwargs):
+        log_px = importance_log_likelihood(
+            model,
+            guide,
+            *args,
+            num_samples=num_samples,
+            proposal_scale=proposal_scale,
+            progress=False,
+            **options,
+            **kwargs,
+        )
+        return float(log_px.mean())
+
+    return score

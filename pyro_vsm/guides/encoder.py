@@ -55,17 +55,19 @@ class DiagonalNormalEncoder(PyroModule):
         return cls(mlp(data_dim, hidden, 2 * latent_dim), latent_dim, **kwargs)
 
     @classmethod
-    def conv(cls, latent_dim, channels=1, width=64, **kwargs):
+    def conv(cls, latent_dim, channels=1, width=64, image_size=32, **kwargs):
         r"""The guide with a convolutional encoder
-        (:class:`~pyro_vsm.models.networks.ConvEncoder`) for images.
+        (:class:`~pyro_vsm.models.networks.ConvEncoder`) for
+        ``channels × image_size × image_size`` images.
 
         :param int latent_dim: dimension of ``z``.
         :param int channels: image channels.
         :param int width: width of the convolutional layers (see
             :class:`~pyro_vsm.models.networks.ConvEncoder`).
+        :param int image_size: the image side (8, 28, 32, ...).
         :param kwargs: further arguments of the class (``min_scale``).
         """
-        return cls(ConvEncoder(2 * latent_dim, channels, width), latent_dim, **kwargs)
+        return cls(ConvEncoder(2 * latent_dim, channels, width, image_size), latent_dim, **kwargs)
 
     def distribution(self, x):
         r"""The guide's distribution ``q(z|x)`` for a batch ``x`` (batch shape ``x.shape[:1]``).

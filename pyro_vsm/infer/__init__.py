@@ -7,6 +7,7 @@ from .base import ScoreLoss
 from .beta_elbo import BetaELBO
 from .energy_prior import EnergyPriorLoss, ImportanceWeightedPriorLoss, SSMPriorLoss
 from .grouped import GroupedLoss, Objective
+from .implicit import ImplicitELBO, ImplicitWAELoss
 from .inference import check_inference, guide_objective_terms, inference_latent_mode
 from .joint_fisher import JointFisherLoss
 from .lagging import LaggingInferenceELBO
@@ -25,6 +26,7 @@ from .schedules import (
 )
 from .traces import trace_scores
 from .vgh import VGHLoss
+from .wae import MMDWAELoss
 
 __all__ = [
     "AAELoss",
@@ -35,6 +37,8 @@ __all__ = [
     "CyclicSchedule",
     "EnergyPriorLoss",
     "GroupedLoss",
+    "ImplicitELBO",
+    "ImplicitWAELoss",
     "ImportanceWeightedPriorLoss",
     "JointFisherLoss",
     "LaggingInferenceELBO",
@@ -43,6 +47,7 @@ __all__ = [
     "M1Loss",
     "M2Loss",
     "M3Loss",
+    "MMDWAELoss",
     "MVLLoss",
     "MVLPriorLoss",
     "NonFiniteLossError",

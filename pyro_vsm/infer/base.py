@@ -2,8 +2,9 @@ r"""The score-matching losses' common base: particles and score traces on the gr
 
 from .._checks import positive_int
 from ..ops.scores import check_laplacian_method
+from .data_locator import DataLocator
 from .grouped import GroupedLoss
-from .traces import DataLocator, trace_scores
+from .traces import trace_scores
 
 __all__ = ["ScoreLoss"]
 

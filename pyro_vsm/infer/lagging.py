@@ -129,7 +129,7 @@ class LaggingInferenceELBO(GroupedLoss):
     References:
 
     [1] `Lagging Inference Networks and Posterior Collapse in Variational Autoencoders`,
-        J. He, D. Spokoyny, G. Neubig, T. Berg-Kirkpatrick (2019)
+        Junxian He, Daniel Spokoyny, Graham Neubig, Taylor Berg-Kirkpatrick (2019)
     """
 
     def __init__(

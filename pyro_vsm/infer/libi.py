@@ -17,11 +17,11 @@ from .schedules import RoundsSchedule
 
 __all__ = ["LiBILoss"]
 
-_VALIDATIONS = ("elbo", "log_likelihood")
+_VALIDATIONS = ("elbo",)
 
 
 def _soft_exp(u, max_exponent):
-    """``exp(u)`` for ``u <= m``, continued linearly (value and slope match) above ``m``."""
+    r"""``exp(u)`` for ``u <= m``, continued linearly (value and slope match) above ``m``."""
     m = max_exponent
     return torch.where(u <= m, torch.exp(u.clamp(max=m)), math.exp(m) * (1.0 + u - m))
 
@@ -103,10 +103,11 @@ class LiBILoss(GroupedLoss):
     i.e. on the parameters the round's last update produced) the validation score is computed
     on ``validation_data`` (a tensor or a tuple of model arguments, with ``validation_kwargs``),
     or on the arguments of that step if there is none: ``"elbo"`` (default; the ELBO with
-    ``validation_particles`` particles), ``"log_likelihood"`` (the mean importance-sampled
-    :math:`\log p(x)` with the guide inflated to twice its variance and ``validation_samples``
-    samples, as in the paper's evaluation) or a callable ``validation(model, guide, *args,
-    **kwargs) -> float``; higher is better, ties keep the earlier round, NaN never wins.
+    ``validation_particles`` particles) or a callable ``validation(model, guide, *args,
+    **kwargs) -> float``, e.g. the paper's choice, the mean importance-sampled :math:`\log p(x)`
+    with the guide inflated to twice its variance:
+    ``validation=pyro_vsm.evaluation.log_likelihood_validation(num_samples=1000)``; higher is
+    better, ties keep the earlier round, NaN never wins.
     :attr:`round_scores` and :attr:`best_round` record the outcome.
 
     **Values.** ``svi.step`` returns the objective of the update it took: :math:`N` times eq. 44
@@ -129,9 +130,8 @@ class LiBILoss(GroupedLoss):
     :param code_fn: optional code network (see above).
     :param validation_data: held-out arguments for model selection (see above).
     :param dict validation_kwargs: their keyword arguments.
-    :param validation: ``"elbo"``, ``"log_likelihood"`` or a callable.
+    :param validation: ``"elbo"`` or a callable.
     :param int validation_particles: particles of the ``"elbo"`` score.
-    :param int validation_samples: importance samples of the ``"log_likelihood"`` score.
     :param int num_particles: as for :class:`~pyro.infer.Trace_ELBO` (phase 2).
     :param max_plate_nesting: as for :class:`~pyro.infer.Trace_ELBO`.
     :param bool vectorize_particles: as for :class:`~pyro.infer.Trace_ELBO` (phase 2).
@@ -140,7 +140,7 @@ class LiBILoss(GroupedLoss):
     References:
 
     [1] `Characterizing and Avoiding Problematic Global Optima of Variational Autoencoders`,
-        Y. Yacoby, W. Pan, F. Doshi-Velez (2020)
+        Yaniv Yacoby, Weiwei Pan, Finale Doshi-Velez (2020)
     """
 
     def __init__(
@@ -159,7 +159,6 @@ class LiBILoss(GroupedLoss):
         validation_kwargs=None,
         validation="elbo",
         validation_particles=16,
-        validation_samples=1000,
         **kwargs,
     ):
         schedule = RoundsSchedule(likelihood_steps, inference_steps, num_rounds)
@@ -174,11 +173,11 @@ class LiBILoss(GroupedLoss):
         self.code_fn = code_fn
         if not (callable(validation) or validation in _VALIDATIONS):
             raise ValueError(
-                f"validation must be 'elbo', 'log_likelihood' or a callable, got {validation!r}"
+                "validation must be 'elbo' or a callable (for the importance-sampled log p(x): "
+                f"pyro_vsm.evaluation.log_likelihood_validation()), got {validation!r}"
             )
         self.validation = validation
         self.validation_particles = check_int(validation_particles, "validation_particles", 1)
-        self.validation_samples = check_int(validation_samples, "validation_samples", 1)
         self._validation = as_call_args(validation_data, validation_kwargs, "validation_data")
         self._best_params = None  # {name: tensor} of the best round
         self._warned_done = False
@@ -225,7 +224,7 @@ class LiBILoss(GroupedLoss):
     # phase 1: the likelihood with penalised codes
 
     def _codes(self, guide, args, kwargs):
-        """``({site: code tensor}, codes (n, p), traces that read the code parameters)``."""
+        r"""``({site: code tensor}, codes (n, p), traces that read the code parameters)``."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         latents = latent_sites(guide_trace)
         if not latents:
@@ -342,23 +341,7 @@ class LiBILoss(GroupedLoss):
         if callable(self.validation):
             with hide_params():
                 return float(self.validation(model, guide, *args, **kwargs))
-        if self.validation == "elbo":
-            return -negative_elbo_estimate(
-                self, model, guide, args, kwargs, self.validation_particles
-            )
-        from ..evaluation.importance import importance_log_likelihood
-
-        with hide_params(), torch.no_grad():
-            log_px = importance_log_likelihood(
-                model,
-                guide,
-                *args,
-                num_samples=self.validation_samples,
-                proposal_scale=math.sqrt(2.0),
-                progress=False,
-                **kwargs,
-            )
-        return float(log_px.mean())
+        return -negative_elbo_estimate(self, model, guide, args, kwargs, self.validation_particles)
 
     def _before_step(self, model, guide, args, kwargs):
         r"""Scores a finished round (keeping the best round's parameters), restores the best

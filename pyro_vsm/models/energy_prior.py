@@ -1,6 +1,6 @@
-"""VAEs with learnable priors: an energy-based prior and the VampPrior baseline.
+r"""VAEs with learnable priors: an energy-based prior and the VampPrior baseline.
 
-* :class:`EnergyPriorVAE`: :math:`p_\\beta(z) \\propto e^{-E_\\beta(z)}` (an
+* :class:`EnergyPriorVAE`: :math:`p_\beta(z) \propto e^{-E_\beta(z)}` (an
   :class:`~pyro_vsm.distributions.EnergyDistribution` at site ``"z"``), trained with
   :class:`~pyro_vsm.infer.SSMPriorLoss`, :class:`~pyro_vsm.infer.AdversarialPriorLoss` or
   :class:`~pyro_vsm.infer.ImportanceWeightedPriorLoss` ("Variational inference with unnormalized
@@ -33,7 +33,7 @@ OBSERVATIONS = ("gaussian", "bernoulli")
 
 
 class _Likelihood(PyroModule):
-    """The decoder and the observation model shared by the VAEs of this module."""
+    r"""The decoder and the observation model shared by the VAEs of this module."""
 
     def _init_likelihood(self, decoder, obs, obs_shape, gamma, gamma_init):
         if obs not in OBSERVATIONS:
@@ -68,13 +68,13 @@ class _Likelihood(PyroModule):
             self.register_buffer("_fixed_gamma", torch.tensor(float(gamma), dtype=torch.float64))
 
     def variance(self):
-        """The observation variance ``γ`` (``None`` for Bernoulli observations)."""
+        r"""The observation variance ``γ`` (``None`` for Bernoulli observations)."""
         if self.obs == "bernoulli":
             return None
         return self._fixed_gamma if self.gamma is None else self.gamma
 
     def likelihood(self, z, event_dim):
-        """:math:`p(x|z)` for latents ``z`` (``event_dim`` = number of observation dims)."""
+        r""":math:`p(x|z)` for latents ``z`` (``event_dim`` = number of observation dims)."""
         out = self.decoder(z)
         if self.obs == "bernoulli":
             return dist.Bernoulli(logits=out).to_event(event_dim)
@@ -85,7 +85,7 @@ class _Likelihood(PyroModule):
         return pyro.sample("x", self.likelihood(z, x.dim() - 1), obs=x)
 
     def decode(self, z):
-        """The mean of :math:`p(x|z)` (probabilities for Bernoulli observations)."""
+        r"""The mean of :math:`p(x|z)` (probabilities for Bernoulli observations)."""
         out = self.decoder(z)
         return torch.sigmoid(out) if self.obs == "bernoulli" else out
 
@@ -99,12 +99,12 @@ def _default_sampler(energy):
 
 
 class EnergyPriorVAE(_Likelihood):
-    """A VAE with an energy-based prior :math:`p_\\beta(z) = e^{-E_\\beta(z)}/Z_\\beta`:
+    r"""A VAE with an energy-based prior :math:`p_\beta(z) = e^{-E_\beta(z)}/Z_\beta`:
 
     .. math::
 
-        z \\sim e^{-E_\\beta(z)}/Z_\\beta, \\qquad x \\mid z \\sim \\mathcal N(g_\\alpha(z), \\gamma)
-        \\ \\text{or}\\ \\operatorname{Bernoulli}(\\operatorname{sigmoid} g_\\alpha(z)).
+        z \sim e^{-E_\beta(z)}/Z_\beta, \qquad x \mid z \sim \mathcal N(g_\alpha(z), \gamma)
+        \ \text{or}\ \operatorname{Bernoulli}(\operatorname{sigmoid} g_\alpha(z)).
 
     The latent site ``"z"`` is an :class:`~pyro_vsm.distributions.EnergyDistribution` (its
     ``log_prob`` is the unnormalized :math:`-E(z)`) inside plate ``"data"``; the observed site is
@@ -156,7 +156,7 @@ class EnergyPriorVAE(_Likelihood):
         self.sampler = _default_sampler(energy) if sampler is None else sampler
 
     def prior(self):
-        """The unnormalized prior :math:`e^{-E(z)}` as an ``EnergyDistribution``."""
+        r"""The unnormalized prior :math:`e^{-E(z)}` as an ``EnergyDistribution``."""
         return EnergyDistribution(self.energy, sampler=self.sampler)
 
     def forward(self, x, num_data=None):
@@ -166,7 +166,7 @@ class EnergyPriorVAE(_Likelihood):
 
     @torch.no_grad()
     def generate(self, num_samples, sampler=None):
-        """``(z, mean of p(x|z))`` for ``num_samples`` approximate prior draws (MCMC)."""
+        r"""``(z, mean of p(x|z))`` for ``num_samples`` approximate prior draws (MCMC)."""
         num_samples = positive_int(num_samples, "num_samples")
         prior = EnergyDistribution(self.energy, sampler=sampler or self.sampler)
         with torch.enable_grad():
@@ -175,11 +175,11 @@ class EnergyPriorVAE(_Likelihood):
 
 
 class VampPriorVAE(_Likelihood):
-    """A VAE with the VampPrior (Tomczak & Welling, 2018):
+    r"""A VAE with the VampPrior (Tomczak & Welling, 2018):
 
     .. math::
 
-        p_\\lambda(z) = \\frac1K \\sum_{k=1}^K q_\\phi(z \\mid u_k),
+        p_\lambda(z) = \frac1K \sum_{k=1}^K q_\phi(z \mid u_k),
 
     a uniform mixture of the encoder's posteriors at ``K`` learnable pseudo-inputs :math:`u_k`.
     The prior shares the encoder with the guide: pass the guide itself (e.g. a
@@ -197,7 +197,8 @@ class VampPriorVAE(_Likelihood):
         a random subset of the training data); default ``pseudo_init_scale`` times standard
         normal noise (uniform on ``(0, 1)`` for Bernoulli observations).
     :param float pseudo_init_scale: scale of the default initialisation.
-    :param gamma, gamma_init: as for :class:`EnergyPriorVAE`.
+    :param gamma: as for :class:`EnergyPriorVAE`.
+    :param gamma_init: as for :class:`EnergyPriorVAE`.
     """
 
     def __init__(
@@ -248,7 +249,7 @@ class VampPriorVAE(_Likelihood):
         self.pseudo_inputs = PyroParam(pseudo_inputs.detach().clone())
 
     def prior(self):
-        """:math:`\\frac1K\\sum_k q(z|u_k)` as a ``MixtureSameFamily`` (batch shape ``()``)."""
+        r""":math:`\frac1K\sum_k q(z|u_k)` as a ``MixtureSameFamily`` (batch shape ``()``)."""
         components = self.encoder.distribution(self.pseudo_inputs)
         loc = components.mean
         logits = torch.zeros(self.num_pseudo_inputs, dtype=loc.dtype, device=loc.device)
@@ -262,6 +263,6 @@ class VampPriorVAE(_Likelihood):
 
     @torch.no_grad()
     def generate(self, num_samples):
-        """``(z, mean of p(x|z))`` for ``num_samples`` exact prior draws."""
+        r"""``(z, mean of p(x|z))`` for ``num_samples`` exact prior draws."""
         z = self.prior().sample((positive_int(num_samples, "num_samples"),))
         return z, self.decode(z)

@@ -60,10 +60,12 @@ class GaussianVAE(PyroModule):
         return cls(mlp(latent_dim, hidden, data_dim), latent_dim, (data_dim,), **kwargs)
 
     @classmethod
-    def conv(cls, latent_dim, channels=1, width=64, **kwargs):
-        """A VAE for ``channels × 32 × 32`` images with a DCGAN-style decoder."""
+    def conv(cls, latent_dim, channels=1, width=64, image_size=32, **kwargs):
+        """A VAE for ``channels × image_size × image_size`` images (32×32 by default, 8×8 for the
+        digits) with a DCGAN-style decoder (:class:`~pyro_vsm.models.ConvDecoder`)."""
+        shape = (channels, image_size, image_size)
         return cls(
-            ConvDecoder(latent_dim, channels, width), latent_dim, (channels, 32, 32), **kwargs
+            ConvDecoder(latent_dim, channels, width, image_size), latent_dim, shape, **kwargs
         )
 
     def variance(self):

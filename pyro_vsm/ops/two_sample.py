@@ -38,9 +38,9 @@ _CHUNK_CELLS = 2**22
 # validation helpers
 
 
-def _check_pair(x, y, min_size):
-    x = _as_samples(x, "x")
-    y = _as_samples(y, "y")
+def _check_pair(x, y, min_size, check_finite=True):
+    x = _as_samples(x, "x", check_finite=check_finite)
+    y = _as_samples(y, "y", check_finite=check_finite)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"x and y must have the same number of features, got x: {tuple(x.shape)}, "
@@ -213,6 +213,8 @@ def mmd(
     bandwidth: float | torch.Tensor | None = None,
     num_permutations: int = 0,
     generator: torch.Generator | None = None,
+    *,
+    check_finite: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Unbiased squared maximum mean discrepancy between two samples.
 
@@ -259,12 +261,14 @@ def mmd(
     :param num_permutations: number :math:`B` of permutations of the test; 0 for none.
     :param generator: optional :class:`torch.Generator` for the permutations (its device may
         differ from the samples').
+    :param bool check_finite: check that the samples are finite (one host synchronisation);
+        ``False`` inside training steps, whose losses check their values once.
     :returns: the 0-dim tensor :math:`\mathrm{MMD}^2_u` (differentiable with respect to ``x``
         and ``y``), or ``(mmd2, p_value)`` when ``num_permutations > 0`` (``p_value`` is a
         detached 0-dim tensor in :math:`[1/(B+1), 1]`).
     :raises ValueError: on malformed, non-finite or too small samples, or bad options.
     """
-    x, y = _check_pair(x, y, min_size=2)
+    x, y = _check_pair(x, y, min_size=2, check_finite=check_finite)
     num_permutations = _check_int(num_permutations, "num_permutations", 0)
     _check_generator(generator)
     n = x.shape[0]

@@ -26,6 +26,8 @@ from pyro_vsm import (
     AAELoss,
     AdversarialPriorLoss,
     BetaELBO,
+    ImplicitELBO,
+    ImplicitWAELoss,
     ImportanceWeightedPriorLoss,
     JointFisherLoss,
     LaggingInferenceELBO,
@@ -33,6 +35,7 @@ from pyro_vsm import (
     M1Loss,
     M2Loss,
     M3Loss,
+    MMDWAELoss,
     MVLLoss,
     MVLPriorLoss,
     NonFiniteLossError,
@@ -40,7 +43,7 @@ from pyro_vsm import (
     VGHLoss,
 )
 from pyro_vsm.checkpoint import load_checkpoint, restore, save_checkpoint
-from pyro_vsm.distributions import EnergyDistribution
+from pyro_vsm.distributions import ConditionalQuadraticFormEnergy, EnergyDistribution
 from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, data_plate, mlp
 
@@ -95,6 +98,13 @@ def scale_rows(model, guide):
     """The rows of the guide's shared output layer that produce the scale."""
     out = guide.encoder[-1]
     return [out.weight[DZ:], out.bias[DZ:]]
+
+
+def latent_energy(cond_dim=0):
+    """A small E(z, x) (or E(z)), initialised identically in every test (RNG untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return ConditionalQuadraticFormEnergy(DZ, cond_dim, hidden=(4,), dtype=D64)
 
 
 @dataclass
@@ -165,6 +175,19 @@ CASES = {
     "MVLLoss(cd1)": Case(lambda **kw: MVLLoss(estimator="cd1", **kw), unnormalized=True, steps=2),
     "MVLLoss(svgd)": Case(lambda **kw: MVLLoss(estimator="svgd", **kw), unnormalized=True, steps=2),
     "BetaELBO": Case(lambda **kw: BetaELBO(0.5, anneal_steps=2, **kw), steps=3),
+    "ImplicitELBO": Case(
+        lambda **kw: ImplicitELBO(
+            latent_energy(DX),
+            updates="alternating",
+            **kw,
+        ),
+        frozen={"energy": lambda model, guide: _params(model, guide)},
+    ),
+    "ImplicitWAELoss": Case(
+        lambda **kw: ImplicitWAELoss(latent_energy(), **kw),
+        steps=2,
+    ),
+    "MMDWAELoss": Case(lambda **kw: MMDWAELoss(10.0, **kw), steps=2),
     "LaggingInferenceELBO": Case(
         lambda **kw: LaggingInferenceELBO(inner_window=1, max_inner_steps=2, **kw),
         steps=8,

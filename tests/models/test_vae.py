@@ -24,11 +24,12 @@ def test_mlp_vae_gamma_options(gamma):
     assert model.variance().shape == ((3,) if gamma == "diagonal" else ())
 
 
+@pytest.mark.parametrize("size", [8, 32])
 @pytest.mark.parametrize("loss", [Trace_ELBO, M1Loss, JointFisherLoss])
-def test_conv_vae_shapes_and_step(loss):
-    model = GaussianVAE.conv(4, channels=1, width=4)
-    guide = DiagonalNormalEncoder.conv(4, channels=1, width=4)
-    x = torch.randn(3, 1, 32, 32)
+def test_conv_vae_shapes_and_step(loss, size):
+    model = GaussianVAE.conv(4, channels=1, width=4, image_size=size)
+    guide = DiagonalNormalEncoder.conv(4, channels=1, width=4, image_size=size)
+    x = torch.randn(3, 1, size, size)
     svi = SVI(
         model, guide, Adam({"lr": 1e-3}), loss=loss(num_particles=2, vectorize_particles=True)
     )
@@ -37,7 +38,7 @@ def test_conv_vae_shapes_and_step(loss):
     tr = pyro.poutine.trace(guide).get_trace(x)
     assert tr.nodes["z"]["value"].shape == (3, 4)
     out = pyro.poutine.trace(pyro.poutine.replay(model, tr)).get_trace(x)
-    assert out.nodes["x"]["fn"].event_shape == (1, 32, 32)
+    assert out.nodes["x"]["fn"].event_shape == (1, size, size)
 
 
 def test_minibatch_scaling_matches_full_batch_expectation():
@@ -52,3 +53,14 @@ def test_minibatch_scaling_matches_full_batch_expectation():
         + loss.loss(model, guide, x[20:], num_data=40) / 2
     )
     assert scaled == pytest.approx(full, rel=0.02)
+
+
+def test_conv_networks_reject_sizes_they_cannot_build():
+    from pyro_vsm.models import ConvDecoder, ConvEncoder
+
+    for bad in (4, 10, 8.0, True):
+        with pytest.raises(ValueError, match="image_size"):
+            ConvDecoder(2, image_size=bad)
+        with pytest.raises(ValueError, match="image_size"):
+            ConvEncoder(2, image_size=bad)
+    assert ConvDecoder(2, 3, 4, image_size=28)(torch.randn(2, 2)).shape == (2, 3, 28, 28)
