@@ -23,6 +23,7 @@ EXAMPLES = [
     ("marginal_kl_digits.py", ["--quiet"]),
     ("aae_posteriors.py", []),
     ("hybrids_digits.py", []),
+    ("image_objectives.py", ["--quiet"]),
 ]
 
 

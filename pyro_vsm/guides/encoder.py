@@ -6,6 +6,7 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch.nn.functional import softplus
 
+from .._checks import check_positive
 from ..models.networks import ConvEncoder, data_plate, mlp
 
 
@@ -16,17 +17,29 @@ class DiagonalNormalEncoder(PyroModule):
     Call it with the model's arguments, ``guide(x, num_data=None)``; it samples site ``"z"`` inside
     plate ``"data"``. Reparametrised, so it serves every loss here and ``Trace_ELBO``.
 
+    With ``fixed_scale=σ`` the standard deviation is not learned, :math:`q_\phi(z|x) =
+    \mathcal{N}(\mu_\phi(x), \sigma^2 I)`, and only the mean is read from the encoder: the ECVAE of
+    "Variational inference with unnormalized priors" (Section 4.1) uses :math:`\sigma = 1`.
+
     :param torch.nn.Module encoder: maps ``(...,) + obs_shape`` to ``(..., 2 * latent_dim)``: the
         first half is the mean, the second passes through softplus (plus ``min_scale``) to give the
-        standard deviation.
+        standard deviation. With ``fixed_scale`` only the first ``latent_dim`` outputs (the mean)
+        are used, so an encoder with ``latent_dim`` outputs suffices.
     :param int latent_dim: dimension of ``z``.
     :param float min_scale: lower bound on the standard deviation.
+    :param float fixed_scale: a fixed posterior standard deviation, or ``None`` to learn it.
+
+    References:
+
+    [1] `Variational Inference with Unnormalized Priors`,
+        anonymous authors (under double-blind review)
     """
 
-    def __init__(self, encoder, latent_dim, min_scale=1e-4):
+    def __init__(self, encoder, latent_dim, min_scale=1e-4, fixed_scale=None):
         super().__init__()
         self.latent_dim = int(latent_dim)
         self.min_scale = float(min_scale)
+        self.fixed_scale = check_positive(fixed_scale, "fixed_scale", allow_none=True)
         to_pyro_module_(encoder)
         self.encoder = encoder
 
@@ -62,6 +75,8 @@ class DiagonalNormalEncoder(PyroModule):
         :param torch.Tensor x: a batch of data.
         """
         out = self.encoder(x)
+        if self.fixed_scale is not None:
+            return dist.Normal(out[..., : self.latent_dim], self.fixed_scale).to_event(1)
         loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         return dist.Normal(loc, softplus(raw) + self.min_scale).to_event(1)
 
