@@ -18,11 +18,12 @@ as an argument: either the very tensor observed by the model, or a tensor the pl
 observed site subsamples (``data.index_select(dim, ind)`` with the plate's indices).
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import broadcast_shape, scale_and_mask
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
@@ -177,7 +178,7 @@ def _shape_only(site):
     ``site["fn"].log_prob(site["value"])`` would have (for Pyro's shape validation)."""
     fn, value = site["fn"], site["value"]
     batch = value.shape[: value.dim() - len(fn.event_shape)]
-    shape = torch.broadcast_shapes(fn.batch_shape, batch)
+    shape = fn.batch_shape if batch == fn.batch_shape else broadcast_shape(fn.batch_shape, batch)
     return dict(site, log_prob=value.new_zeros(()).expand(shape))
 
 
@@ -185,7 +186,7 @@ def _all_finite(value):
     r"""Whether every element of ``value`` is finite: one reduction, the elementwise check only
     when the sum is not finite (a NaN or infinity always makes it so; an overflow of finite
     values may)."""
-    if bool(torch.isfinite(value.sum())):
+    if math.isfinite(value.sum().item()):
         return True
     return bool(torch.isfinite(value).all())
 
