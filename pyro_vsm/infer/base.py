@@ -79,7 +79,9 @@ class ScoreLoss(GroupedLoss):
         sites = {}
         for terms in per_trace_terms:
             for name, t in terms.items():
-                sites[name] = sites.get(name, 0.0) + t / self.num_particles
+                sites[name] = t if name not in sites else sites[name] + t
+        if self.num_particles > 1:
+            sites = {name: t / self.num_particles for name, t in sites.items()}
         if not sites:
             raise ValueError(f"{type(self).__name__}: the objective has no terms")
         values = list(sites.values())

@@ -18,11 +18,12 @@ as an argument: either the very tensor observed by the model, or a tensor the pl
 observed site subsamples (``data.index_select(dim, ind)`` with the plate's indices).
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import broadcast_shape, scale_and_mask
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
@@ -158,7 +159,7 @@ def _observed_sites(model_trace, loss_name, check_data):
                 f"{loss_name}: observed site '{name}' has {type(fn).__name__} likelihood with "
                 f"support {fn.support}; score matching needs continuous observations on R^d"
             )
-        if check_data and not torch.isfinite(site["value"]).all():
+        if check_data and not _all_finite(site["value"]):
             raise ScoreObjectiveError(
                 f"{loss_name}: observed site '{name}' has non-finite data (nan or inf)"
             )
@@ -171,6 +172,24 @@ def _replay_trace(guide_trace, values):
     for name, site in guide_trace.nodes.items():
         tr.nodes[name] = dict(site, value=values[name]) if name in values else site
     return tr
+
+
+def _shape_only(site):
+    r"""A copy of a sample site whose ``log_prob`` is a zero-stride stand-in of the shape
+    ``site["fn"].log_prob(site["value"])`` would have (for Pyro's shape validation)."""
+    fn, value = site["fn"], site["value"]
+    batch = value.shape[: value.dim() - len(fn.event_shape)]
+    shape = fn.batch_shape if batch == fn.batch_shape else broadcast_shape(fn.batch_shape, batch)
+    return dict(site, log_prob=value.new_zeros(()).expand(shape))
+
+
+def _all_finite(value):
+    r"""Whether every element of ``value`` is finite: one reduction, the elementwise check only
+    when the sum is not finite (a NaN or infinity always makes it so; an overflow of finite
+    values may)."""
+    if math.isfinite(value.sum().item()):
+        return True
+    return bool(torch.isfinite(value).all())
 
 
 def _particle_sums(log_probs, num_vectorized, max_plate_nesting):
@@ -296,16 +315,17 @@ def trace_scores(
             )
     model_trace = prune_subsample_sites(full_model_trace)
     guide_trace = prune_subsample_sites(full_guide_trace)
-    # site log-densities feed the KL objective, ∇_z log p(x, z) and Pyro's shape validation;
-    # a model step at detached z needs none of them
-    if validate or not detach or need_z_scores:
+    # site log-densities feed the KL objective and ∇_z log p(x, z); a model step at detached z
+    # needs neither, and Pyro's shape validation then reads the shapes alone
+    need_log_probs = not detach or need_z_scores
+    if need_log_probs:
         with torch.enable_grad():
             model_trace.compute_log_prob()
             guide_trace.compute_log_prob()
     if validate:
         for site in list(model_trace.nodes.values()) + list(guide_trace.nodes.values()):
             if site["type"] == "sample":
-                check_site_shape(site, max_plate_nesting)
+                check_site_shape(site if need_log_probs else _shape_only(site), max_plate_nesting)
 
     result = ScoreTraces(model_trace, guide_trace, num_vectorized)
     obs_sites = _observed_sites(model_trace, loss_name, check_data=validate)

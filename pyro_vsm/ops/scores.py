@@ -76,6 +76,14 @@ def expand_value(fn, value):
     return value
 
 
+def _compact(t):
+    r"""The same values with every broadcast (zero-stride) dimension narrowed to size 1."""
+    for d, (n, stride) in enumerate(zip(t.shape, t.stride(), strict=True)):
+        if stride == 0 and n > 1:
+            t = t.narrow(d, 0, 1)
+    return t
+
+
 def closed_form_score_and_laplacian(fn, value):
     r"""Closed-form :math:`(\nabla_x \log p(x), \Delta_x \log p(x))` for Gaussian ``fn``.
 
@@ -89,11 +97,20 @@ def closed_form_score_and_laplacian(fn, value):
     event_dim = len(fn.event_shape)
     if kind == "normal":
         loc, scale = params
-        precision = scale.pow(-2)
+        # a scale broadcast to the data's shape (one γ for every pixel) is read once per
+        # distinct value: precision and Laplacian cost nothing per data element
+        precision = _compact(scale).pow(-2)
         score = (loc - value) * precision
-        lap = -sum_rightmost(
-            precision.expand(torch.broadcast_shapes(precision.shape, full)), event_dim
-        )
+        precision = precision.reshape((1,) * (len(full) - precision.dim()) + precision.shape)
+        repeats = 1
+        for n, m in zip(
+            full[len(full) - event_dim :],
+            precision.shape[precision.dim() - event_dim :],
+            strict=True,
+        ):
+            if m == 1:
+                repeats *= n
+        lap = -sum_rightmost(precision, event_dim) * repeats
         return score.expand(full), lap.expand(fn.batch_shape)
     loc, scale_tril = params
     diff = (value - loc).unsqueeze(-1)

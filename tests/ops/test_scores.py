@@ -52,6 +52,26 @@ def test_expanded_normal_broadcasts_parameters():
     assert torch.allclose(lap, torch.full((5,), -3 / 0.49, dtype=D))
 
 
+@pytest.mark.parametrize("event_dim", [0, 1, 2])
+@pytest.mark.parametrize("scale_shape", [(), (3,), (4, 1), (5, 4, 3)])
+def test_broadcast_normal_scale_matches_autograd(scale_shape, event_dim):
+    # a scale broadcast to the data (one γ for all pixels) is read once per distinct value:
+    # values, Laplacians and their gradients must equal the autograd ones
+    loc = torch.randn(5, 4, 3, dtype=D)
+    scale = (torch.rand(scale_shape, dtype=D) + 0.3).requires_grad_(True)
+    fn = dist.Normal(loc, scale)
+    fn = fn.to_event(event_dim) if event_dim else fn.expand((2, 5, 4, 3))
+    x = torch.randn(5, 4, 3, dtype=D)
+    score, lap = score_and_laplacian(fn, x)
+    auto, leaf = autograd_score(fn, x)
+    auto_lap = exact_laplacian(auto, leaf, event_dim)
+    assert score.shape == auto.shape and lap.shape == auto_lap.shape
+    assert torch.allclose(score, auto) and torch.allclose(lap, auto_lap)
+    (g,) = torch.autograd.grad(lap.sum() + score.pow(2).sum(), scale)
+    (g_auto,) = torch.autograd.grad(auto_lap.sum() + auto.pow(2).sum(), scale)
+    assert torch.allclose(g, g_auto)
+
+
 def test_multivariate_normal_closed_form_matches_autograd():
     L = torch.tril(torch.randn(2, 3, 3, dtype=D), -1) + torch.diag_embed(
         torch.rand(2, 3, dtype=D) + 1
