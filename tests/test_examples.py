@@ -24,6 +24,7 @@ EXAMPLES = [
     ("aae_posteriors.py", []),
     ("hybrids_digits.py", []),
     ("image_objectives.py", ["--quiet"]),
+    ("laplace_digits.py", ["--quiet"]),
 ]
 
 
