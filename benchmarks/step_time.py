@@ -35,7 +35,12 @@ from pyro_vsm import (
     SSMPriorLoss,
 )
 from pyro_vsm.distributions import GRBMEnergy
-from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
+from pyro_vsm.guides import DiagonalNormalEncoder
+
+try:
+    from pyro_vsm.guides import GaussianVariationalPrior
+except ImportError:  # checkouts before the layout change (benchmarks/compare_checkouts.py)
+    from pyro_vsm.infer.energy_prior import GaussianVariationalPrior
 from pyro_vsm.models import EnergyPriorVAE, GaussianVAE, mlp
 
 LATENT = 20
