@@ -320,6 +320,13 @@ class GroupedLoss(ELBO):
             for n, p, g in pairs
             if g is not None and p.is_leaf and self._shared_elsewhere(n, active)
         ]
+        # tensors on the CPU without a zero-gradient element need no hold (reading the flags
+        # synchronises no device there); on accelerators every candidate is held, sync-free
+        on_cpu = [i for i, (_, m) in enumerate(masks) if m.device.type == "cpu"]
+        if on_cpu:
+            found = torch.stack([masks[i][1].any() for i in on_cpu]).tolist()
+            empty = {i for i, hit in zip(on_cpu, found, strict=True) if not hit}
+            masks = [m for i, m in enumerate(masks) if i not in empty]
         if masks:
             self._frozen = FrozenElements(masks)
 
