@@ -261,8 +261,11 @@ def test_hybrid_families_give_the_discriminators_their_rate():
     assert built.steps == 4 and built.steps_per_batch == 4  # one cycle: 4 groups
     train_built(built, x, 8)
     store = pyro.get_param_store()
-    rates = {
-        store.param_name(p): o.param_groups[0]["lr"] for p, o in built.optim.optim_objs.items()
+    rates = {  # the learning rate of the parameter group that holds each tensor
+        store.param_name(p): next(
+            g["lr"] for g in o.param_groups if any(q is p for q in g["params"])
+        )
+        for p, o in built.optim.optim_objs.items()
     }
     disc = {k: v for k, v in rates.items() if "discriminator" in k}
     assert disc and set(disc.values()) == {config["lr"] / 2}

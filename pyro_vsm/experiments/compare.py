@@ -11,7 +11,7 @@ import torch
 from ..datasets.files import image_shape, load_dataset
 from .config import evaluation_defaults, resolve_config
 from .evaluate import evaluate_built
-from .figures import compare_figure, figure_data
+from .figures import FigureBuilder, figure_data, save_figure
 from .progress import Progress, Throttle
 from .registry import get_objective, objective_names
 from .report import format_markdown, format_table, notes, papers_markdown
@@ -188,6 +188,13 @@ def run_compare(args, device):
             for name in names
         ]
         progress = Progress(names, quiet=args.quiet)
+        builder = None if args.no_figure else FigureBuilder(names, x_test, shape)
+
+        def finished(i, result):
+            progress.done(i, _summary(result[0]))
+            if builder is not None:  # drawn now, while other objectives still run
+                builder.add(i, result[1])
+
         where = (
             f"{jobs} worker processes" if jobs > 1 else "this process"
         ) + " (1 torch thread each)"
@@ -199,7 +206,7 @@ def run_compare(args, device):
                 (x_train, x_test),
                 jobs,
                 on_event=progress.event,
-                on_result=lambda i, result: progress.done(i, _summary(result[0])),
+                on_result=finished,
                 use_fork=device.type == "cpu",
             )
         finally:
@@ -210,9 +217,8 @@ def run_compare(args, device):
         print(text)
         os.makedirs(args.out, exist_ok=True)
         figure = None
-        if not args.no_figure:
-            entries = [(row["objective"], panel) for row, panel in results]
-            figure = compare_figure(entries, x_test, shape, os.path.join(args.out, "compare.png"))
+        if builder is not None:
+            figure = save_figure(builder.finish(), os.path.join(args.out, "compare.png"))
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
     timing = {
         "wall_seconds": time.perf_counter() - wall0,

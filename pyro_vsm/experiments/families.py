@@ -18,7 +18,7 @@ import math
 
 import torch
 from pyro.infer import Trace_ELBO
-from pyro.optim import Adam, ClippedAdam
+from pyro.optim import ClippedAdam
 
 from ..distributions import GRBMEnergy
 from ..guides import BernoulliEncoder, DiagonalNormalEncoder, GaussianVariationalPrior
@@ -44,6 +44,7 @@ from ..models import (
     VampPriorVAE,
     mlp,
 )
+from ..optim import ForeachAdam
 from .registry import Built, ObjectiveSpec, register
 
 __all__ = ["make_objective", "networks"]
@@ -175,7 +176,7 @@ def _vae(config, x_train, loss, optim=None, steps=None, settings=None):
         model=model,
         guide=guide,
         loss=loss,
-        optim=optim or Adam({"lr": config["lr"]}),
+        optim=optim or ForeachAdam({"lr": config["lr"]}),
         steps=config["steps"] if steps is None else steps,
         prior_latents=prior_latents,
         observe=_gaussian_noise(model),
@@ -236,7 +237,9 @@ def _energy_prior(make_loss):
         guide = DiagonalNormalEncoder(encoder, d)
         _place((model, guide), x_train)
         lr = config["lr"]
-        optim = Adam(lambda name: {"lr": lr * PRIOR_LR_RATIO if name.startswith("energy.") else lr})
+        optim = ForeachAdam(
+            lambda name: {"lr": lr * PRIOR_LR_RATIO if name.startswith("energy.") else lr}
+        )
         loss, settings = make_loss(config, d)
         energy = model.energy
 
@@ -309,7 +312,7 @@ def _vampprior(config, x_train):
         model=model,
         guide=guide,
         loss=Trace_ELBO(**_kw(config)),
-        optim=Adam({"lr": config["lr"]}),
+        optim=ForeachAdam({"lr": config["lr"]}),
         steps=config["steps"],
         prior_latents=lambda n: model.prior().sample((n,)),
         decode=model.decode,

@@ -10,7 +10,7 @@ r"""``compare.png``: what each objective learnt, next to the held-out data.
   objective and its held-out NLL.
 
 The data of a panel are computed where the objective was trained (:func:`figure_data`, in the
-worker process); :func:`compare_figure` only draws.
+worker process); :class:`FigureBuilder` only draws, each panel as soon as it arrives.
 """
 
 import math
@@ -19,7 +19,15 @@ import torch
 
 from .evaluate import log_likelihood, posterior_means
 
-__all__ = ["build_figure", "compare_figure", "figure_data", "pair_images", "tile_images"]
+__all__ = [
+    "FigureBuilder",
+    "build_figure",
+    "compare_figure",
+    "figure_data",
+    "pair_images",
+    "save_figure",
+    "tile_images",
+]
 
 #: decoded prior draws and reconstructed held-out images per objective
 NUM_MEANS, NUM_RECON, GRID = 32, 16, 60
@@ -102,6 +110,64 @@ def _title(name, panel):
     return f"{name}\nNLL {nll:.2f}" if nll is not None else f"{name}\n(no NLL)"
 
 
+class FigureBuilder:
+    r"""Draws the comparison figure one objective at a time, so that ``compare`` can draw each
+    panel as soon as its worker finishes (on a core the workers leave idle) instead of all of
+    them at the end. The figure does not depend on the order the panels arrive in.
+
+    :param names: the objectives, in column order.
+    :param x_test: held-out points.
+    :param image_shape: ``(C, H, W)`` for image data, else ``None``.
+    """
+
+    def __init__(self, names, x_test, image_shape):
+        self.names, self.x_test, self.image_shape = list(names), x_test, image_shape
+        dim = math.prod(x_test.shape[1:])
+        self.applies = image_shape is not None or dim == 2
+        self.fig = self.axes = self._images = None
+
+    def _start(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = len(self.names) + (1 if self.image_shape is not None else 0)
+        height = 4.2 if self.image_shape is not None else 5.6
+        self.fig, self.axes = plt.subplots(
+            2, cols, figsize=(2.6 * cols + 0.4, height), squeeze=False
+        )
+        if self.image_shape is not None:
+            self._images = _ImagePanels(self.axes, self.x_test, self.image_shape, plt)
+        else:
+            _held_out_2d(self.axes, self.x_test)
+
+    def add(self, index, panel):
+        r"""Draws objective ``index``'s panels.
+
+        :param int index: the objective's column (its position in ``names``).
+        :param panel: its :func:`figure_data`, or ``None`` (diverged or failed: an empty panel).
+        """
+        if not self.applies:
+            return
+        if self.fig is None:
+            self._start()
+        name = self.names[index]
+        if self._images is not None:
+            self._images.draw(index + 1, name, panel)
+        else:
+            _draw_2d(self.axes, index, name, panel, self.x_test)
+
+    def finish(self):
+        r"""The finished ``Figure`` (``None`` for data that are neither 2-D nor images)."""
+        if not self.applies:
+            return None
+        if self.fig is None:
+            self._start()
+        self.fig.tight_layout()
+        return self.fig
+
+
 def build_figure(entries, x_test, image_shape):
     r"""The comparison figure (a matplotlib ``Figure``), or ``None`` for data that are neither
     2-D nor images.
@@ -111,84 +177,87 @@ def build_figure(entries, x_test, image_shape):
     :param x_test: held-out points.
     :param image_shape: ``(C, H, W)`` for image data, else ``None``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dim = math.prod(x_test.shape[1:])
-    if image_shape is None and dim != 2:
-        return None
-    cols = len(entries) + (1 if image_shape is not None else 0)
-    height = 4.2 if image_shape is not None else 5.6
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols + 0.4, height), squeeze=False)
-    if image_shape is not None:
-        _draw_images(fig, axes, entries, x_test, image_shape, plt)
-    else:
-        _draw_2d(axes, entries, x_test)
-    fig.tight_layout()
-    return fig
+    builder = FigureBuilder([name for name, _ in entries], x_test, image_shape)
+    for i, (_, panel) in enumerate(entries):
+        builder.add(i, panel)
+    return builder.finish()
 
 
-def _draw_images(fig, axes, entries, x_test, image_shape, plt):
-    cmap = plt.get_cmap("gray").with_extremes(bad="#9ecae1")  # the gutters
-    data = _images(x_test, image_shape).detach().float().cpu()
-    scale = dict(vmin=float(data.min()), vmax=float(data.max()), cmap=cmap)
-    rgb = image_shape[0] == 3
+class _ImagePanels:
+    def __init__(self, axes, x_test, image_shape, plt):
+        self.axes, self.image_shape = axes, image_shape
+        self.cmap = plt.get_cmap("gray").with_extremes(bad="#9ecae1")  # the gutters
+        self.data = _images(x_test, image_shape).detach().float().cpu()
+        self.scale = dict(vmin=float(self.data.min()), vmax=float(self.data.max()), cmap=self.cmap)
+        self.rgb = image_shape[0] == 3
+        self.show(axes[0][0], tile_images(self.data[:NUM_MEANS], 8))
+        axes[0][0].set_title("held-out data", fontsize=9)
+        axes[1][0].axis("off")
+        axes[1][0].text(
+            0.5,
+            0.5,
+            "top: decoded means g(z)\nof prior draws z ~ p(z)\n\nbottom: pairs\n"
+            "original | reconstruction\n(held-out images)",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=axes[1][0].transAxes,
+        )
 
-    def show(ax, tiles):
-        if rgb:
-            lo, hi = scale["vmin"], scale["vmax"]
+    def show(self, ax, tiles):
+        if self.rgb:
+            lo, hi = self.scale["vmin"], self.scale["vmax"]
             tiles = (tiles - lo) / max(hi - lo, 1e-12)
             tiles[tiles != tiles] = 1.0  # white gutters
             ax.imshow(tiles.clip(0, 1), interpolation="nearest")
         else:
-            ax.imshow(tiles, interpolation="nearest", **scale)
+            ax.imshow(tiles, interpolation="nearest", **self.scale)
         ax.set_xticks([])
         ax.set_yticks([])
 
-    show(axes[0][0], tile_images(data[:NUM_MEANS], 8))
-    axes[0][0].set_title("held-out data", fontsize=9)
-    axes[1][0].axis("off")
-    axes[1][0].text(
-        0.5,
-        0.5,
-        "top: decoded means g(z)\nof prior draws z ~ p(z)\n\nbottom: pairs\n"
-        "original | reconstruction\n(held-out images)",
-        ha="center",
-        va="center",
-        fontsize=8,
-        transform=axes[1][0].transAxes,
-    )
-    for col, (name, panel) in enumerate(entries, start=1):
-        top, bottom = axes[0][col], axes[1][col]
+    def draw(self, col, name, panel):
+        top, bottom = self.axes[0][col], self.axes[1][col]
         top.set_title(_title(name, panel), fontsize=9)
         if panel is None:
             for ax in (top, bottom):
                 ax.axis("off")
-            continue
-        show(top, tile_images(_images(panel["means"], image_shape), 8))
-        pairs = pair_images(data[: panel["recon"].shape[0]], _images(panel["recon"], image_shape))
-        show(bottom, tile_images(pairs, 4, gutter=3))
+            return
+        shape = self.image_shape
+        self.show(top, tile_images(_images(panel["means"], shape), 8))
+        originals = self.data[: panel["recon"].shape[0]]
+        pairs = pair_images(originals, _images(panel["recon"], shape))
+        self.show(bottom, tile_images(pairs, 4, gutter=3))
 
 
-def _draw_2d(axes, entries, x_test):
+def _limits(x_test):
     data = x_test.detach().float().cpu()
-    lo, hi = data.min(0).values - 0.5, data.max(0).values + 0.5
-    for col, (name, panel) in enumerate(entries):
-        top, bottom = axes[0][col], axes[1][col]
-        top.set_title(_title(name, panel), fontsize=9)
-        bottom.set_title(f"{name}: p(x)", fontsize=9)
-        top.scatter(data[:, 0], data[:, 1], s=2, c="0.75", label="held-out data")
-        if panel is not None:
-            s = panel["samples"].float()
-            top.scatter(s[:, 0], s[:, 1], s=2, c="C0", label="model samples")
-            gx, gy, density = panel["density"]
-            bottom.contourf(gx, gy, density, levels=20)
-        for ax in (top, bottom):
+    return data, data.min(0).values - 0.5, data.max(0).values + 0.5
+
+
+def _held_out_2d(axes, x_test):
+    data, lo, hi = _limits(x_test)
+    for col in range(len(axes[0])):
+        axes[0][col].scatter(data[:, 0], data[:, 1], s=2, c="0.75", label="held-out data")
+        for ax in (axes[0][col], axes[1][col]):
             ax.set_xlim(float(lo[0]), float(hi[0]))
             ax.set_ylim(float(lo[1]), float(hi[1]))
-    axes[0][0].legend(fontsize=7, loc="upper left", markerscale=4)
+
+
+def _draw_2d(axes, col, name, panel, x_test):
+    top, bottom = axes[0][col], axes[1][col]
+    top.set_title(_title(name, panel), fontsize=9)
+    bottom.set_title(f"{name}: p(x)", fontsize=9)
+    if panel is not None:
+        s = panel["samples"].float()
+        top.scatter(s[:, 0], s[:, 1], s=2, c="C0", label="model samples")
+        gx, gy, density = panel["density"]
+        bottom.contourf(gx, gy, density, levels=20)
+    _, lo, hi = _limits(x_test)
+    for ax in (top, bottom):  # drawing may have moved them
+        ax.set_xlim(float(lo[0]), float(hi[0]))
+        ax.set_ylim(float(lo[1]), float(hi[1]))
+    if col == 0:
+        top.legend(fontsize=7, loc="upper left", markerscale=4)
 
 
 def compare_figure(entries, x_test, image_shape, path, dpi=100):
@@ -201,7 +270,16 @@ def compare_figure(entries, x_test, image_shape, path, dpi=100):
     :param str path: the PNG file.
     :param int dpi: resolution.
     """
-    fig = build_figure(entries, x_test, image_shape)
+    return save_figure(build_figure(entries, x_test, image_shape), path, dpi)
+
+
+def save_figure(fig, path, dpi=100):
+    r"""Writes ``fig`` to ``path`` and closes it; returns ``path`` (``None`` when ``fig`` is).
+
+    :param fig: a matplotlib ``Figure`` or ``None``.
+    :param str path: the PNG file.
+    :param int dpi: resolution.
+    """
     if fig is None:
         return None
     import matplotlib.pyplot as plt

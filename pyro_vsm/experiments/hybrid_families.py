@@ -28,11 +28,11 @@ encoder's floor: importance sampling with the guide as proposal then degrades, w
 :math:`\hat k` column shows; AIS starts from the prior and does not depend on the guide.
 """
 
-from pyro.optim import Adam
 from torch import nn
 
 from ..infer import AAELoss, VGHLoss
 from ..models import ConvEncoder, mlp
+from ..optim import ForeachAdam
 from .families import _vae
 from .registry import ObjectiveSpec, register
 
@@ -77,7 +77,7 @@ def _optim(config):
         rate = lr * DISC_LR_RATIO if "discriminator" in name else lr
         return {"lr": rate, "betas": BETAS}
 
-    return Adam(args)
+    return ForeachAdam(args)
 
 
 def _hybrid(make_loss):

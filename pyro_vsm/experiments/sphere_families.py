@@ -27,11 +27,11 @@ import torch
 from pyro.distributions import constraints
 from pyro.infer import Trace_ELBO
 from pyro.nn import PyroParam
-from pyro.optim import Adam
 
 from ..guides import ImplicitEncoder, VonMisesFisherEncoder
 from ..infer import ImplicitELBO
 from ..models import EuclideanVAE, SphericalVAE, mlp
+from ..optim import ForeachAdam
 from .families import _gaussian_noise, _gi, _place, networks
 from .registry import Built, ObjectiveSpec, register
 
@@ -62,7 +62,7 @@ def _built(config, x_train, model, guide, loss, observe, settings, not_applicabl
         model=model,
         guide=guide,
         loss=loss,
-        optim=Adam({"lr": config["lr"]}),
+        optim=ForeachAdam({"lr": config["lr"]}),
         steps=config["steps"],
         prior_latents=lambda k: model.prior(x_train).sample((k,)),
         decode=model.decode,

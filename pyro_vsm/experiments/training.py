@@ -18,8 +18,9 @@ import warnings
 import pyro
 import torch
 from pyro.infer import SVI
-from pyro.optim import Adam
 from tqdm.auto import tqdm
+
+from ..optim import ForeachAdam
 
 __all__ = [
     "auto_threads",
@@ -199,7 +200,7 @@ def train_vae(
     model, guide = build_vae(
         x_train.shape[-1], latent_dim, hidden, dtype=x_train.dtype, device=x_train.device
     )
-    svi = SVI(model, guide, Adam({"lr": lr}), loss=loss)
+    svi = SVI(model, guide, ForeachAdam({"lr": lr}), loss=loss)
     start = time.perf_counter()
     train_steps(svi, x_train, steps, batch_size, progress=progress, desc=desc)
     return model, guide, time.perf_counter() - start
