@@ -133,7 +133,9 @@ def hmc_kernel(state, potential_fn, step_size, num_steps=1, *, persistence=0.0, 
     pn = torch.addcmul(pn, half, gn, value=-1) if torch.is_tensor(eps) else pn - half * gn
     kinetic = _squared_norm(p, chain_dims) - _squared_norm(pn, chain_dims)
     accept_prob, accepted = metropolis_accept(torch.add(u0 - un, kinetic, alpha=0.5), generator)
-    mask = expand_chains(accepted, z)
+    # one materialised mask for the three selections: torch.where with a broadcast mask is
+    # about twice as slow on small events
+    mask = expand_chains(accepted, z).expand(z.shape).contiguous()
     new = HMCState(
         torch.where(mask, zn, z),
         torch.where(mask, pn, -p) if persistence else pn,
