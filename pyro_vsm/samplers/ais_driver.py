@@ -74,9 +74,11 @@ def annealed_importance_sampling(init_fn, make_target, num_chains, options, prog
     chunk = options.chain_chunk_size or num_chains
     sizes = [min(chunk, num_chains - start) for start in range(0, num_chains, chunk)]
     schedule = options.schedule
+    # the pilot measures the variance over chains: at least two of them
+    pilot_chains = min(num_chains, max(sizes[0], 2))
     split = (
         pilot_length(total, options)
-        if isinstance(schedule, str) and schedule == "adaptive"
+        if isinstance(schedule, str) and schedule == "adaptive" and pilot_chains > 1
         else None
     )
     if torch.is_tensor(schedule):
@@ -90,7 +92,7 @@ def annealed_importance_sampling(init_fn, make_target, num_chains, options, prog
         if torch.is_tensor(schedule):
             betas = schedule
         elif split is not None:
-            z = init_fn(sizes[0])
+            z = init_fn(pilot_chains)
             grid = annealing_schedule(split[0], "sigmoid", dtype=z.dtype, device=z.device)
             pilot = run_ais(z, target_for(z), grid, options, record_variance=True, progress=bar)
             variances = torch.cat([pilot.variances, pilot.variances[-1:]])

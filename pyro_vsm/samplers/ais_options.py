@@ -63,7 +63,9 @@ class AISOptions:
         discarded transitions); ``None``: with one leapfrog step (where ten transitions per
         temperature adapt the step size quickly afterwards), not with more.
     :param float pilot_fraction: share of the temperatures spent on the pilot run of the
-        ``"adaptive"`` schedule (at least 8; below 32 temperatures the sigmoid is used).
+        ``"adaptive"`` schedule (at least 8; below 32 temperatures, or with a single chain,
+        whose variance is not defined, the sigmoid is used). The pilot runs on the first chunk
+        of chains, and on at least two chains.
     :param int chain_chunk_size: chains run at once (bounds memory); default all.
     :param bool compile: trace the potential and its gradient once into a graph of tensor
         operations (:func:`torch.fx.experimental.proxy_tensor.make_fx`) instead of running the

@@ -140,6 +140,32 @@ def test_annealed_importance_sampling_is_unbiased_and_schedules_are_valid(schedu
     assert bool(((run.acceptance_rate > 0.4) & (run.acceptance_rate < 0.95)).all())
 
 
+@pytest.mark.parametrize("num_chains,chunk", [(4, 1), (1, None)])
+def test_adaptive_pilot_needs_two_chains(num_chains, chunk, recwarn):
+    # one chain per chunk: the pilot still measures the variance over two chains; a single
+    # chain in all: no variance to measure, so the sigmoid schedule (not a degenerate one)
+    joint, _ = gaussian_problem()
+    pyro.set_rng_seed(0)
+    options = AISOptions(num_temperatures=100, chain_chunk_size=chunk)
+    drawn = []
+
+    def init_fn(c):
+        drawn.append(c)
+        return torch.randn(c, 3, 2, dtype=torch.float64)
+
+    run = annealed_importance_sampling(
+        init_fn, lambda c: autograd_target(joint), num_chains, options
+    )
+    assert not [w for w in recwarn if "degrees of freedom" in str(w.message)]
+    assert_valid_schedule(run.betas, 3)
+    if num_chains == 1:
+        torch.testing.assert_close(run.betas[:, 0], annealing_schedule(100, dtype=torch.float64))
+    else:
+        assert drawn[0] == 2 and run.betas.shape[0] == 93  # the pilot: 2 chains, 8 temperatures
+        linear = torch.linspace(0, 1, 93, dtype=torch.float64)
+        assert (run.betas[:, 0] - linear).abs().max() > 0.05  # shaped by the measured variance
+
+
 def test_run_ais_records_the_variance_along_the_path():
     joint, _ = gaussian_problem(1)
     pyro.set_rng_seed(1)
