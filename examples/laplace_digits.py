@@ -15,9 +15,11 @@ reported
     \text{bits/dim} = \frac{\mathrm{NLL}(x)}{64 \ln 2} + \log_2 17
 
 is an upper bound on the bits per dimension of the 17-level digits (the convention of Theis et al.,
-2016; the paper also applies a logit transform, Papamakarios et al., 2017, which is not used here:
-the Laplace decoder models :math:`x` on :math:`[0,1]` directly, its mass outside :math:`[0,1]`
-only loosens the bound). The uniform density on :math:`[0,1]^{64}` scores exactly
+2016). By default the Laplace decoder models :math:`x` on :math:`[0,1]` directly (its mass
+outside :math:`[0,1]` only loosens the bound); ``--logit`` models
+:math:`x' = \mathrm{logit}(\lambda + (1 - 2\lambda)x)`, :math:`\lambda = 0.05`, as the paper
+does (Dinh et al., 2017; Papamakarios et al., 2017), and adds :math:`\log|dx'/dx|` to every
+log-density, so the bits/dim are those of :math:`x` either way. The uniform density on :math:`[0,1]^{64}` scores exactly
 :math:`\log_2 17 = 4.09` bits/dim, the reference every model must beat. NLL is estimated by
 importance sampling with the guide as proposal (``--eval-samples``; a stochastic upper bound).
 
@@ -35,7 +37,12 @@ four-convolution CIFAR nets do not fit 8×8 images), a ``--latent-dim`` Gaussian
   post-hoc calibration (``VAE (learned b, refit)``: the training-set MLE scale);
 * ``SSM (calibrated)``: a GRBM prior (``--hidden-units`` hidden units, exact :math:`\log Z` by
   summing :math:`2^H` states) trained by :class:`~pyro_vsm.infer.SSMPriorLoss`, the calibrated
-  Laplace decoder, Adam 1e-3 (VAE) and 2e-4 (prior) as in the paper.
+  Laplace decoder, Adam 1e-3 (VAE) and 2e-4 (prior) as in the paper;
+* ``Adv. (calibrated)``: the same GRBM prior trained by
+  :class:`~pyro_vsm.infer.AdversarialPriorLoss` (Algorithm 2; an IAF variational prior when zuko is
+  installed, else a full-covariance Gaussian);
+* ``VampPrior (calibrated)``: the VampPrior (``--pseudo-inputs`` components, initialised at
+  training images) with the calibrated Laplace decoder, ``Trace_ELBO``.
 
 Results (``python examples/laplace_digits.py``: 2000 steps, batch 64, Adam 1e-3 (prior 2e-4),
 latent 16, width 32, GRBM with 16 hidden units, 500 importance samples, 2 seeds; mean ± s.e.;
@@ -59,7 +66,7 @@ Next to the paper (Table 2, CIFAR-10, 8-bit, 32×32×3, logit space, bits/dim: V
 Adv. 6.23, VampPrior 6.10): the numbers are not comparable across data sets; the ordering is the
 paper's (the SSM energy prior is no better than the normal prior in this conv setting).
 
-    python examples/laplace_digits.py [--steps 2000] [--seeds 2] [--models vae ssm] [--out DIR]
+    python examples/laplace_digits.py [--steps 2000] [--seeds 2] [--models vae ssm adv vamp] [--logit]
 
 References:
 
@@ -92,13 +99,21 @@ from pyro_vsm import reporting
 from pyro_vsm.datasets import load_digits
 from pyro_vsm.distributions import EnergyDistribution, GRBMEnergy
 from pyro_vsm.evaluation import energy_prior_log_likelihood, importance_log_likelihood
-from pyro_vsm.guides import DiagonalNormalEncoder
-from pyro_vsm.infer import SSMPriorLoss
+from pyro_vsm.guides import DiagonalNormalEncoder, GaussianVariationalPrior
+from pyro_vsm.infer import AdversarialPriorLoss, SSMPriorLoss
 from pyro_vsm.models import ConvDecoder, ConvEncoder, LaplaceVAE, data_plate
 
 OBS_SHAPE = (1, 8, 8)
 LEVELS = 17
-MODELS = {"vae": "VAE (calibrated)", "learned": "VAE (learned b)", "ssm": "SSM (calibrated)"}
+MODELS = {
+    "vae": "VAE (calibrated)",
+    "learned": "VAE (learned b)",
+    "ssm": "SSM (calibrated)",
+    "adv": "Adv. (calibrated)",
+    "vamp": "VampPrior (calibrated)",
+}
+#: lambda of the logit transform (the value of Dinh et al. and Papamakarios et al. for CIFAR-10)
+LOGIT_ALPHA = 0.05
 TEST_SEED = 2000
 
 
@@ -131,6 +146,36 @@ class LaplaceEnergyVAE(LaplaceVAE):
             return pyro.sample("x", self.likelihood(z, x), obs=x)
 
 
+class LaplaceVampVAE(LaplaceVAE):
+    r"""The calibrated Laplace decoder under the VampPrior :math:`\frac1K\sum_k q(z|u_k)`, a
+    mixture of the guide's posteriors at ``K`` learnable pseudo-inputs (as
+    :class:`~pyro_vsm.models.VampPriorVAE`, which has Gaussian and Bernoulli decoders only)."""
+
+    def __init__(self, decoder, encoder, latent_dim, obs_shape, pseudo_inputs):
+        super().__init__(decoder, latent_dim, obs_shape)
+        self.encoder = encoder
+        self.pseudo_inputs = PyroParam(pseudo_inputs.detach().clone())
+
+    def prior(self):
+        components = self.encoder.distribution(self.pseudo_inputs)
+        logits = components.mean.new_zeros(self.pseudo_inputs.shape[0])
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+    def forward(self, x, num_data=None):
+        prior = self.prior()
+        with data_plate(x, num_data):
+            z = pyro.sample("z", prior)
+            return pyro.sample("x", self.likelihood(z, x), obs=x)
+
+
+def to_logit(x, alpha=LOGIT_ALPHA):
+    r"""``(logit(alpha + (1 - 2 alpha) x), log|dx'/dx|)`` per image: a density :math:`p'` of the
+    transformed images gives :math:`\log p(x) = \log p'(x') + \log|dx'/dx|`."""
+    y = alpha + (1 - 2 * alpha) * x
+    log_det = (math.log(1 - 2 * alpha) - torch.log(y) - torch.log1p(-y)).flatten(1).sum(-1)
+    return torch.log(y) - torch.log1p(-y), log_det
+
+
 def load(args):
     """``(train levels, dequantised test set)``: levels ``v`` in 0..16, shape ``(N, 1, 8, 8)``."""
     train, test = load_digits(binarize=False, dtype=torch.float64)
@@ -142,14 +187,25 @@ def load(args):
     return train, (test + torch.rand(test.shape, generator=gen)) / LEVELS
 
 
-def build(name, args):
+def build(name, args, pseudo_inputs):
     d = args.latent_dim
     encoder = ConvEncoder(2 * d, width=args.width, image_size=8)
     decoder = ConvDecoder(d, width=args.width, image_size=8)
     guide = DiagonalNormalEncoder(encoder, d)
-    if name == "ssm":
+    if name in ("ssm", "adv"):
         model = LaplaceEnergyVAE(decoder, GRBMEnergy(d, args.hidden_units), OBS_SHAPE)
-        return model, guide, SSMPriorLoss(num_particles=1, vectorize_particles=True)
+        kw = dict(num_particles=1, vectorize_particles=True)
+        if name == "ssm":
+            return model, guide, SSMPriorLoss(**kw)
+        try:  # Algorithm 2's variational prior: an IAF when zuko is installed
+            import zuko  # noqa: F401
+
+            adversary = None
+        except ImportError:
+            adversary = GaussianVariationalPrior(d)
+        return model, guide, AdversarialPriorLoss(adversary, **kw)
+    if name == "vamp":
+        return LaplaceVampVAE(decoder, guide, d, OBS_SHAPE, pseudo_inputs), guide, Trace_ELBO()
     cls = LearnedLaplaceVAE if name == "learned" else LaplaceVAE
     return cls(decoder, d, OBS_SHAPE), guide, Trace_ELBO()
 
@@ -163,30 +219,36 @@ def run_one(name, seed, train, test, args):
     """Train one model; its rows (two for the learned scale: as learned and refitted)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    model, guide, loss = build(name, args)
+    n = train.shape[0]
+    transform = to_logit if args.logit else (lambda x: (x, torch.zeros(x.shape[0])))
+    picked = train[torch.randperm(n)[: args.pseudo_inputs]]
+    model, guide, loss = build(name, args, transform((picked + 0.5) / LEVELS)[0])
     optim = Adam(lambda p: {"lr": args.prior_lr if p.startswith("energy.") else args.lr})
     svi = SVI(model, guide, optim, loss=loss)
-    n = train.shape[0]
     start = time.perf_counter()
     for _ in range(args.steps):
         v = train[torch.randint(0, n, (args.batch_size,))]
-        svi.step((v + torch.rand_like(v)) / LEVELS, num_data=n)
+        svi.step(transform((v + torch.rand_like(v)) / LEVELS)[0], num_data=n)
     seconds = time.perf_counter() - start
-    x_train = (train + torch.rand_like(train)) / LEVELS
+    x_train = transform((train + torch.rand_like(train)) / LEVELS)[0]
+    x_test, log_det = transform(test)
     rows = []
     variants = [False, True] if name == "learned" else [None]
     for refit in variants:
         label = MODELS[name] if not refit else "VAE (learned b, refit)"
+        label += ", logit" if args.logit else ""
         with torch.no_grad():
             if refit is not False:
                 model.fit_scale(x_train, guide)
             if name == "learned":
                 model.refit = refit
             model.eval()
-            if name == "ssm":
-                ll = energy_prior_log_likelihood(model, guide, test, num_samples=args.eval_samples)
+            if name in ("ssm", "adv"):
+                estimate = energy_prior_log_likelihood
             else:
-                ll = importance_log_likelihood(model, guide, test, num_samples=args.eval_samples)
+                estimate = importance_log_likelihood
+            # the density of the dequantised images: the transformed one times the Jacobian
+            ll = estimate(model, guide, x_test, num_samples=args.eval_samples) + log_det
             scale = model.scale if refit is not False else model.learned_scale
             model.train()
         nll = -float(ll.mean())
@@ -228,6 +290,12 @@ def parse_args(argv=None):
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--hidden-units", type=int, default=16)
+    p.add_argument("--pseudo-inputs", type=int, default=16, help="VampPrior components")
+    p.add_argument(
+        "--logit",
+        action="store_true",
+        help=f"model logit({LOGIT_ALPHA} + {1 - 2 * LOGIT_ALPHA:g} x), as the paper (NLL of x)",
+    )
     p.add_argument("--eval-samples", type=int, default=500)
     p.add_argument("--num-data", type=int, default=128, help="training images in smoke mode")
     p.add_argument("--num-test", type=int, default=32, help="test images in smoke mode")
@@ -237,7 +305,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.seeds, args.eval_samples = 5, 1, 8
-        args.latent_dim, args.width, args.hidden_units = 4, 8, 4
+        args.latent_dim, args.width, args.hidden_units, args.pseudo_inputs = 4, 8, 4, 4
     return args
 
 

@@ -40,3 +40,27 @@ def test_example_smoke(name, extra, tmp_path):
     spec.loader.exec_module(module)
     module.main(["--smoke", "--out", str(tmp_path), *extra])
     assert any(tmp_path.iterdir()), f"{name} wrote nothing to --out"
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name[:-3], EXAMPLES_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_laplace_digits_logit_transform(tmp_path):
+    import torch
+
+    module = _example("laplace_digits.py")
+    x = torch.rand(3, 1, 2, 2, dtype=torch.float64)
+    y, log_det = module.to_logit(x)
+    # log|dx'/dx| per image: the log-determinant of the (diagonal) Jacobian by autograd
+    jac = torch.autograd.functional.jacobian(lambda t: module.to_logit(t)[0].sum(0), x)
+    diag = jac.reshape(4, 3, 4).diagonal(dim1=0, dim2=2)  # [image, pixel]
+    torch.testing.assert_close(log_det, diag.abs().log().sum(-1))
+    rows = module.main(["--smoke", "--logit", "--models", "vae", "vamp", "--out", str(tmp_path)])
+    assert [r["model"] for r in rows] == [
+        "VAE (calibrated), logit",
+        "VampPrior (calibrated), logit",
+    ]
