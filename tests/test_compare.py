@@ -114,6 +114,33 @@ def test_diverged_run_is_reported(tmp_path):
             assert "non-finite" in row["diverged"] or "NonFiniteLossError" in row["diverged"]
 
 
+def test_figure_problems_never_cost_the_results(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from pyro_vsm.experiments import figures
+
+    # no matplotlib: one line, no figure, the report as usual
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else find_spec(n, *a)
+    )
+    report = _compare(tmp_path, "--losses", "elbo", "--jobs", "1", name="nompl")
+    assert report["results"][0]["status"] == "ok"
+    assert not (tmp_path / "nompl" / "compare.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    # a drawing error: reported in one line, the results kept
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot draw")
+
+    monkeypatch.setattr(figures.FigureBuilder, "add", broken)
+    report = _compare(tmp_path, "--losses", "elbo", "m1-kl", "--jobs", "1", name="broken")
+    assert [r["status"] for r in report["results"]] == ["ok", "ok"]
+    assert not (tmp_path / "broken" / "compare.png").exists()
+    assert "no compare.png: RuntimeError: cannot draw" in capsys.readouterr().err
+
+
 def test_image_figure_structure():
     """Panels: held-out data + (decoded means, reconstruction pairs) per objective; tiles are
     separated by NaN gutters; one grey scale; titles carry the objective and its NLL."""

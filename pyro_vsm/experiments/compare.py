@@ -1,8 +1,10 @@
 r"""``pyro-vsm compare``: every objective trained on the same data and evaluated on the same
 held-out metrics, each in its own single-threaded worker process."""
 
+import importlib.util
 import json
 import os
+import sys
 import time
 
 import pyro
@@ -178,9 +180,15 @@ def run_compare(args, device):
             ais_temperatures=args.ais_temperatures,
             ais_points=args.ais_points or evaluation_defaults(x_train)["ais_points"],
         )
+        figure_wanted = not args.no_figure
+        if figure_wanted and importlib.util.find_spec("matplotlib") is None:
+            print(
+                "no compare.png: matplotlib is not installed (the [plots] extra)", file=sys.stderr
+            )
+            figure_wanted = False
         options = {
             "evaluation": evaluation,
-            "figure": not args.no_figure,
+            "figure": figure_wanted,
             "image_shape": shape,
         }
         tasks = [
@@ -188,12 +196,16 @@ def run_compare(args, device):
             for name in names
         ]
         progress = Progress(names, quiet=args.quiet)
-        builder = None if args.no_figure else FigureBuilder(names, x_test, shape)
+        builder = FigureBuilder(names, x_test, shape) if figure_wanted else None
+        figure_error = []
 
         def finished(i, result):
             progress.done(i, _summary(result[0]))
-            if builder is not None:  # drawn now, while other objectives still run
-                builder.add(i, result[1])
+            if builder is not None and not figure_error:  # drawn while others still run
+                try:
+                    builder.add(i, result[1])
+                except Exception as e:  # noqa: BLE001 - a figure must not cost the results
+                    figure_error.append(_first_line(e))
 
         where = (
             f"{jobs} worker processes" if jobs > 1 else "this process"
@@ -217,8 +229,13 @@ def run_compare(args, device):
         print(text)
         os.makedirs(args.out, exist_ok=True)
         figure = None
-        if builder is not None:
-            figure = save_figure(builder.finish(), os.path.join(args.out, "compare.png"))
+        if builder is not None and not figure_error:
+            try:
+                figure = save_figure(builder.finish(), os.path.join(args.out, "compare.png"))
+            except Exception as e:  # noqa: BLE001
+                figure_error.append(_first_line(e))
+        if figure_error:
+            print(f"no compare.png: {figure_error[0]}", file=sys.stderr)
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
     timing = {
         "wall_seconds": time.perf_counter() - wall0,
