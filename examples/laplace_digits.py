@@ -226,7 +226,7 @@ def run_one(name, seed, train, test, args):
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     n = train.shape[0]
-    transform = to_logit if args.logit else (lambda x: (x, torch.zeros(x.shape[0])))
+    transform = to_logit if args.logit else (lambda x: (x, x.new_zeros(x.shape[0])))
     picked = train[torch.randperm(n)[: args.pseudo_inputs]]
     model, guide, loss = build(name, args, transform((picked + 0.5) / LEVELS)[0])
     optim = Adam(lambda p: {"lr": args.prior_lr if p.startswith("energy.") else args.lr})

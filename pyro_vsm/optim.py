@@ -56,7 +56,6 @@ class ForeachOptim(PyroOptim):
         self._foreach = bool(foreach) and "foreach" in params
         self._optimizer = None
         self._groups = {}  # argument key -> param group
-        self._members = []  # every tensor the optimizer holds, in order
 
     @property
     def optimizer(self):
@@ -80,7 +79,6 @@ class ForeachOptim(PyroOptim):
         else:
             self._optimizer.add_param_group(dict(args, params=[p]))
             self._groups[key] = self._optimizer.param_groups[-1]
-        self._members.append(p)
         self.optim_objs[p] = self._optimizer
         self.grad_clip[p] = None
         name = pyro.get_param_store().param_name(p)
@@ -104,7 +102,12 @@ class ForeachOptim(PyroOptim):
                 self._add(p)
         if self._optimizer is None:
             return
-        held = [(p, p.grad) for p in self._members if p.grad is not None and p not in wanted]
+        held = [
+            (p, p.grad)
+            for group in self._optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None and p not in wanted
+        ]
         for p, _ in held:
             p.grad = None  # torch optimizers skip tensors without a gradient
         try:

@@ -156,7 +156,7 @@ class FigureBuilder:
         if self._images is not None:
             self._images.draw(index + 1, name, panel)
         else:
-            _draw_2d(self.axes, index, name, panel, self.x_test)
+            _draw_2d(self.axes, index, name, panel)
 
     def finish(self):
         r"""The finished ``Figure`` (``None`` for data that are neither 2-D nor images)."""
@@ -229,13 +229,10 @@ class _ImagePanels:
         self.show(bottom, tile_images(pairs, 4, gutter=3))
 
 
-def _limits(x_test):
-    data = x_test.detach().float().cpu()
-    return data, data.min(0).values - 0.5, data.max(0).values + 0.5
-
-
 def _held_out_2d(axes, x_test):
-    data, lo, hi = _limits(x_test)
+    # fixing the limits turns autoscaling off: the panels drawn later keep them
+    data = x_test.detach().float().cpu()
+    lo, hi = data.min(0).values - 0.5, data.max(0).values + 0.5
     for col in range(len(axes[0])):
         axes[0][col].scatter(data[:, 0], data[:, 1], s=2, c="0.75", label="held-out data")
         for ax in (axes[0][col], axes[1][col]):
@@ -243,7 +240,7 @@ def _held_out_2d(axes, x_test):
             ax.set_ylim(float(lo[1]), float(hi[1]))
 
 
-def _draw_2d(axes, col, name, panel, x_test):
+def _draw_2d(axes, col, name, panel):
     top, bottom = axes[0][col], axes[1][col]
     top.set_title(_title(name, panel), fontsize=9)
     bottom.set_title(f"{name}: p(x)", fontsize=9)
@@ -252,10 +249,6 @@ def _draw_2d(axes, col, name, panel, x_test):
         top.scatter(s[:, 0], s[:, 1], s=2, c="C0", label="model samples")
         gx, gy, density = panel["density"]
         bottom.contourf(gx, gy, density, levels=20)
-    _, lo, hi = _limits(x_test)
-    for ax in (top, bottom):  # drawing may have moved them
-        ax.set_xlim(float(lo[0]), float(hi[0]))
-        ax.set_ylim(float(lo[1]), float(hi[1]))
     if col == 0:
         top.legend(fontsize=7, loc="upper left", markerscale=4)
 
