@@ -199,7 +199,7 @@ class PyroFloor:
     written by hand from the traces, and torch's multi-tensor Adam (no ``SVI``, no checks). Its
     cost over :class:`Reference` is the price of executing the two Pyro programs (``pyro.module``,
     plates, distributions with Pyro's validation, the effect handlers); a loss that runs the
-    user's programs cannot go below it. Only the cases with a ``Reference`` twin below."""
+    user's programs cannot go below it. Implemented for ``Trace_ELBO`` and ``M1Loss(kl)``."""
 
     def __init__(self, vae):
         self.vae = vae
