@@ -324,23 +324,12 @@ def time_torch_optimizer(name, setting, x, cycles):
     return _time(cycle, cycles)
 
 
-def time_reference(name, setting, x, cycles):
-    torch.manual_seed(0)
-    ref = Reference(VAE(setting["dx"], setting["hidden"], setting["dz"]))
-    methods = [getattr(ref, m) for m in CASES[name][2]]
-
-    def cycle():
-        for m in methods:
-            m(x)
-
-    return _time(cycle, cycles)
-
-
-def time_floor(name, setting, x, cycles):
+def time_twin(twin, name, setting, x, cycles):
+    """Cycles of a hand-written twin of the case (``Reference`` or ``PyroFloor``)."""
     pyro.clear_param_store()
     torch.manual_seed(0)
-    floor = PyroFloor(VAE(setting["dx"], setting["hidden"], setting["dz"]))
-    methods = [getattr(floor, m) for m in CASES[name][2]]
+    instance = twin(VAE(setting["dx"], setting["hidden"], setting["dz"]))
+    methods = [getattr(instance, m) for m in CASES[name][2]]
 
     def cycle():
         for m in methods:
@@ -389,7 +378,7 @@ def main(argv=None):
             "svi": time_library,
             "svi_foreach": lambda *a: time_library(*a, optim=ForeachAdam),
             "torch_optimizer": time_torch_optimizer,
-            "reference": time_reference,
+            "reference": lambda *a: time_twin(Reference, *a),
         }
         times = {n: {k: [] for k in timers} for n in args.losses}
         for name in args.losses:
@@ -400,7 +389,9 @@ def main(argv=None):
                 for key, timer in timers.items():
                     times[name][key].append(timer(name, setting, x, args.cycles))
                 if has_floor(name):
-                    times[name]["pyro_floor"].append(time_floor(name, setting, x, args.cycles))
+                    times[name]["pyro_floor"].append(
+                        time_twin(PyroFloor, name, setting, x, args.cycles)
+                    )
         rows = {}
         for name, t in times.items():
             med = {k: statistics.median(v) for k, v in t.items()}

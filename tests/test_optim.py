@@ -146,8 +146,8 @@ def test_pyro_model_sites_unaffected():
         with pyro.plate("n", x.shape[0]):
             pyro.sample("x", dist.Normal(0.0, s), obs=x)
 
-    def guide(x):
-        pass
+    def guide(x):  # the model has no latent variables
+        return None
 
     svi = SVI(model, guide, ForeachAdam({"lr": 0.1}), Trace_ELBO())
     for _ in range(50):
